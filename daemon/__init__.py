@@ -1,0 +1,1 @@
+"""rover-safety daemon."""

@@ -1,0 +1,261 @@
+"""The daemon: wires config -> drivers -> session manager -> gRPC, and owns start-up, reload and every way out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import grpc
+from rover_safety.config import Config, ConfigError, format_duration, load
+from rover_safety.drivers import PinFactoryError, Resource, Rig, WheeledBase, build, check_alive, open_factory
+
+from . import journal, notify, wire
+from .sessions import SessionEvent, SessionManager
+
+log = logging.getLogger("rover-safety")
+
+GRPC_WORKERS = 32
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+class Daemon:
+    """One running rover-safety: its pins, sessions and gRPC server."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None = None,
+        simulate: bool = False,
+        on_pin_change: Callable[[int, float], None] | None = None,
+        on_fatal: Callable[[], None] = lambda: None,
+    ) -> None:
+        if simulate:
+            config = replace(config, pin_factory="mock")
+        self.config = config
+        self.config_path = config_path
+        self.simulate = simulate
+        self.on_pin_change = on_pin_change
+        self._lock = threading.RLock()  # guards the rig during reload and shutdown
+        self._refused: str | None = "starting"
+        self._fatal: str | None = None
+        self._on_fatal = on_fatal  # wakes whoever runs the daemon (the CLI's main thread) to shut it down
+        self._health_stop = threading.Event()
+        self.rig: Rig | None = None
+        self.server: grpc.Server | None = None
+        self.port = 0
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open and verify the pins, drive every output off, start sessions and listen; then tell systemd READY."""
+        cfg = self.config
+        try:
+            factory = open_factory(cfg.pin_factory, cfg.pigpio_host, cfg.pigpio_port, self.on_pin_change)
+        except PinFactoryError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            self.rig = build(cfg, factory)
+        except Exception as exc:
+            factory.close()
+            raise StartupError(f"cannot set up the configured pins on {cfg.pin_factory}: {exc}") from None
+        self.rig.stop_all()
+        for motor in self.rig.motors.values():
+            log.info("motor %s: %s, PWM %s Hz", motor.name, motor.wiring, _hz(motor.frequency))
+        watchdog = notify.watchdog_interval()
+        self.sessions = SessionManager(
+            self.rig.resources,
+            cfg.heartbeat_window,
+            on_event=self._on_session_event,
+            allow_unmonitored_motion=cfg.allow_unmonitored_motion,
+            tick=notify.watchdog_ping if watchdog else None,
+            tick_interval=watchdog,
+            on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
+        )
+        self.server = grpc.server(
+            ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="grpc"),
+            options=[("grpc.so_reuseport", 0)],  # a second daemon on the same port must fail, not share it
+        )
+        wire.add_services(self.server, self)
+        try:
+            self.port = self.server.add_insecure_port(cfg.bind_address)
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            self.shutdown()
+            raise StartupError(f"network.bind_address: cannot listen on {cfg.bind_address} (in use, or not an "
+                               "address of this machine?)")
+        self.server.start()
+        if getattr(factory, "connection", None) is not None:
+            threading.Thread(target=self._watch_backend, name="backend-health", daemon=True).start()
+        self._refused = None
+        log.info(
+            "rover-safety listening on %s (pins: %s%s), heartbeat window %s, resources: %s",
+            cfg.bind_address.rsplit(":", 1)[0] + f":{self.port}",
+            cfg.pin_factory,
+            ", simulated" if self.simulate else "",
+            format_duration(cfg.heartbeat_window),
+            ", ".join(self.rig.resources) or "none",
+        )
+        notify.ready(self.status())
+
+    # --- what the gRPC layer asks of us ------------------------------------------------------
+
+    def resource(self, name: str) -> Resource | None:
+        rig = self.rig
+        return rig.resources.get(name) if rig else None
+
+    def resources(self) -> dict[str, Resource]:
+        rig = self.rig
+        return rig.resources if rig else {}
+
+    def stop_all(self) -> list[str]:
+        with self._lock:
+            return self.rig.stop_all() if self.rig else []
+
+    def motion_refused(self) -> str | None:
+        return self._refused
+
+    def fatal(self, reason: str, exc: BaseException | None = None) -> None:
+        """Something is broken: refuse motion, stop everything, and make the main thread exit non-zero."""
+        self._refused = reason
+        if self._fatal is None:
+            self._fatal = reason
+            log.critical("%s%s; stopping every output and exiting", reason, f": {exc!r}" if exc else "",
+                         exc_info=exc)
+        try:
+            self.stop_all()
+        finally:
+            self._on_fatal()
+
+    @property
+    def failure(self) -> str | None:
+        return self._fatal
+
+    def status(self) -> str:
+        rig = self.rig
+        moving = [n for n, r in rig.resources.items() if r.is_moving()] if rig else []
+        count = len(self.sessions.all()) if hasattr(self, "sessions") else 0
+        return f"{count} session{'s' if count != 1 else ''}; moving: {', '.join(moving) or 'nothing'}"
+
+    def _on_session_event(self, event: SessionEvent) -> None:
+        journal.session_event(event)
+        notify.status(self.status())
+
+    # --- the GPIO backend -----------------------------------------------------------------------
+
+    def _watch_backend(self) -> None:
+        """Notice a lost pigpiod within one heartbeat window even when nothing moves."""
+        while not self._health_stop.wait(self.config.heartbeat_window / 2):
+            rig = self.rig
+            if rig is None:
+                continue
+            try:
+                check_alive(rig.factory)
+            except PinFactoryError as exc:
+                journal.event("backend_lost", logging.CRITICAL, f"{exc}; refusing motion and exiting so that "
+                              "systemd restarts the daemon and runs safe-stop")
+                self.fatal(str(exc))
+                return
+
+    # --- reload ---------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file; on any error keep running on the old one and change nothing."""
+        if not self.config_path:
+            log.warning("reload: no config file to re-read")
+            return False
+        notify.reloading()
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, still running on the previous config: %s", exc)
+            notify.ready(self.status())
+            return False
+        if self.simulate:
+            new = replace(new, pin_factory="mock")
+        try:
+            self._apply(new)
+        except Exception as exc:
+            self.fatal("reload failed half-way", exc)
+            return False
+        notify.ready(self.status())
+        return True
+
+    def _apply(self, new: Config) -> None:
+        old = self.config
+        assert self.rig is not None
+        if new.bind_address != old.bind_address:
+            log.warning("reload: network.bind_address changed to %s; this takes a restart (still on %s)",
+                        new.bind_address, old.bind_address)
+            new = replace(new, bind_address=old.bind_address)
+        backend = (new.pin_factory, new.pigpio_host, new.pigpio_port)
+        if backend != (old.pin_factory, old.pigpio_host, old.pigpio_port):
+            log.warning("reload: gpio settings changed; this takes a restart (still on %s)", old.pin_factory)
+            new = replace(new, pin_factory=old.pin_factory, pigpio_host=old.pigpio_host, pigpio_port=old.pigpio_port)
+        old_motors = {m.name: m for m in old.motors}
+        new_motors = {m.name: m for m in new.motors}
+        old_bases = {b.name: b for b in old.bases}
+        new_bases = {b.name: b for b in new.bases}
+        changed_motors = {n for n in old_motors if new_motors.get(n) != old_motors[n]}
+        changed_bases = {n for n, b in old_bases.items()
+                         if new_bases.get(n) != b or changed_motors & set(b.left + b.right)}
+        with self._lock:
+            rig = self.rig
+            for name in changed_bases:
+                rig.bases.pop(name).stop()
+            for name in changed_motors:
+                rig.motors.pop(name).close()
+            self.sessions.replace_resources(rig.resources)
+            added = (set(new_motors) - set(rig.motors)) | (set(new_bases) - set(rig.bases))
+            fresh = build(new, rig.factory, only=added) if added else None
+            if fresh:
+                rig.motors.update(fresh.motors)
+                for base in new.bases:
+                    if base.name in added:
+                        rig.bases[base.name] = build_base(new, base.name, rig)
+            self.sessions.replace_resources(rig.resources)
+            self.sessions.set_heartbeat_window(new.heartbeat_window)
+            self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion
+            self.config = new
+        log.info(
+            "reloaded %s: heartbeat window %s (live sessions take it at their next heartbeat); "
+            "stopped and closed: %s; opened: %s",
+            self.config_path, format_duration(new.heartbeat_window),
+            ", ".join(sorted(changed_bases | changed_motors)) or "nothing", ", ".join(sorted(added)) or "nothing",
+        )
+
+    # --- every way out --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Duty 0 on every output first; then stop serving, stop the session loop, and release the pins."""
+        self._refused = "shutting down"
+        self._health_stop.set()
+        with self._lock:
+            moving = self.rig.stop_all() if self.rig else []
+        if moving:
+            log.warning("shutdown: stopped %s", ", ".join(moving))
+        notify.stopping()
+        if self.server is not None:
+            self.server.stop(grace=None)
+        if hasattr(self, "sessions"):
+            self.sessions.close()
+        with self._lock:
+            if self.rig is not None:
+                self.rig.close()
+                self.rig = None
+
+
+def build_base(config: Config, name: str, rig: Rig) -> WheeledBase:
+    base = next(b for b in config.bases if b.name == name)
+    return WheeledBase(base, [rig.motors[n] for n in base.left], [rig.motors[n] for n in base.right])
+
+
+def _hz(frequency: float | None) -> str:
+    return f"{frequency:g}" if frequency else "?"

@@ -1,0 +1,133 @@
+"""`rover-safety`: serve, check-config, safe-stop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from rover_safety.config import Config, ConfigError, load
+from rover_safety.drivers import PinFactoryError, safe_stop
+
+from . import journal
+
+DEFAULT_CONFIG = "/etc/rover-safety/config.yaml"
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+
+log = logging.getLogger("rover-safety")
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run in the foreground until SIGTERM/SIGINT (exit 0) or a failure (exit 1); SIGHUP reloads the config."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    # Every thread started from here on inherits these blocked; only the main thread takes them, in sigwait().
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    from .app import Daemon, StartupError  # imports grpc: only once the config is known to be good
+
+    printer = _pin_printer(config) if args.simulate else None
+    main_thread = threading.get_ident()
+    daemon = Daemon(
+        config,
+        config_path=args.config,
+        simulate=args.simulate,
+        on_pin_change=printer,
+        on_fatal=lambda: signal.pthread_kill(main_thread, signal.SIGUSR1),
+    )
+    try:
+        daemon.start()
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
+    try:
+        while True:
+            received = signal.sigwait(SIGNALS)
+            if received == signal.SIGHUP:
+                daemon.reload()
+                continue
+            if received != signal.SIGUSR1:
+                log.info("%s: stopping every output and exiting", signal.Signals(received).name)
+            break
+    finally:  # whatever happens in here, the outputs go off before the process ends
+        daemon.shutdown()
+    return 1 if daemon.failure else 0
+
+
+def _pin_printer(config: Config) -> Callable[[int, float], None]:
+    """With --simulate, print each pin change by name so a person can see what the motors would do."""
+    roles = {pin: f"{m.name}.{role}" for m in config.motors for role, pin in m.pins.used().items()}
+    start = time.monotonic()
+
+    def show(bcm: int, state: float) -> None:
+        value = "high" if state == 1 else "low" if state == 0 else f"{state:.0%}"
+        print(f"[sim {time.monotonic() - start:9.3f}s] GPIO{bcm:<2} {roles.get(bcm, '?'):<14} {value}", flush=True)
+
+    return show
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    print(config.summary())
+    print("config OK")
+    return 0
+
+
+def safe_stop_command(args: argparse.Namespace) -> int:
+    """Drive every configured output off without the daemon (systemd runs this after the daemon stops)."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    started = time.monotonic()
+    try:
+        done = safe_stop(config, "mock" if args.simulate else None)
+    except PinFactoryError as exc:
+        log.critical("safe-stop could not reach the hardware: %s", exc)
+        return 1
+    log.info("safe-stop: %d outputs off in %.1f ms (%s)", len(done), (time.monotonic() - started) * 1000,
+             "; ".join(done) or "no motors configured")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rover-safety", description="Safety daemon for Raspberry Pi rovers.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+        return c
+
+    s = command("serve", "run the daemon in the foreground")
+    s.add_argument("--simulate", action="store_true", help="use simulated pins and print what they do")
+    s.set_defaults(func=serve)
+    command("check-config", "validate the config and print the effective settings").set_defaults(func=check_config)
+    ss = command("safe-stop", "drive every configured output off, without the daemon, and exit")
+    ss.add_argument("--simulate", action="store_true", help="use simulated pins")
+    ss.set_defaults(func=safe_stop_command)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    journal.setup(args.verbose)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Operator-facing events: structured journald entries under systemd, readable lines on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from rover_safety.config import format_duration
+
+from .sessions import SessionEvent
+
+log = logging.getLogger("rover-safety")
+
+# One stable MESSAGE_ID per event kind; systemd/rover-safety.catalog explains each for `journalctl -x`.
+MESSAGE_IDS = {
+    "started": "e71c0825dc2949079f0206a8b2b5f8ec",
+    "resumed": "f80db82e18554e3381585ae52a032a80",
+    "expired": "a5ece02da8e4478cabbfda4c1ff61ae8",
+    "closed": "a540e573ab05417da237f73c8e75bed7",
+    "stop_failed": "14d1208ff7ec46df8ce2662f996cc386",
+    "forced_off": "796b716add244b7dbed2820a7a5c6bdb",
+    "unmonitored": "e506e4e2fe1548538ee26895a2fd804d",
+    "backend_lost": "0138d8f8bcdf4b46b81dd965c043523c",
+}
+
+
+def under_journald() -> bool:
+    """True when stderr is connected to journald (systemd sets JOURNAL_STREAM to its device:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup(verbose: bool = False) -> None:
+    """Send the daemon's log to journald when running under it, else to stderr as plain lines."""
+    handler: logging.Handler
+    if under_journald():
+        try:
+            from systemd.journal import JournalHandler
+
+            handler = JournalHandler(SYSLOG_IDENTIFIER="rover-safety")
+        except ImportError:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("<%(levelno)d>%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def describe(event: SessionEvent) -> tuple[int, str, dict[str, Any]]:
+    """The log level, one-line message and journal fields of a session event."""
+    fields: dict[str, Any] = {"MESSAGE_ID": MESSAGE_IDS[event.kind], "SESSION_EVENT": event.kind}
+    if event.session_id:
+        fields["SESSION_ID"] = event.session_id
+    if event.peer:
+        fields["PEER"] = event.peer
+    if event.window:
+        fields["HEARTBEAT_WINDOW_MS"] = f"{event.window * 1000:g}"
+    if event.resources:
+        fields["RESOURCES"] = ",".join(event.resources)
+    if event.moving:
+        fields["MOVING"] = ",".join(event.moving)
+    if event.latency is not None:
+        fields["STOP_LATENCY_MS"] = _ms(event.latency)
+    who = f"session {event.session_id} from {event.peer or 'an unknown peer'}"
+    stopped = ", ".join(event.resources) or "nothing (it drove no resource)"
+    moving = f" (moving: {', '.join(event.moving)})" if event.moving else ""
+    latency = f", outputs off {_ms(event.latency)} ms after the deadline" if event.latency is not None else ""
+    window = format_duration(event.window)
+    level, message = {
+        "started": (logging.INFO, f"{who} started, heartbeat window {window}"),
+        "resumed": (logging.INFO, f"{who} resumed"),
+        "expired": (
+            logging.WARNING if event.moving else logging.INFO,
+            f"{who} expired: no heartbeat for {window}; stopped {stopped}{moving}{latency}",
+        ),
+        "closed": (
+            logging.INFO,
+            f"{who} closed by the client; stopped {stopped}{moving}"
+            + (f", outputs off {_ms(event.latency)} ms after the close" if event.latency is not None else ""),
+        ),
+        "stop_failed": (logging.CRITICAL, f"{who}: {event.detail}"),
+        "forced_off": (logging.ERROR, f"{who}: {event.detail}"),
+        "unmonitored": (logging.WARNING, f"unmonitored motion: {event.detail}"),
+    }[event.kind]
+    return level, message, fields
+
+
+def session_event(event: SessionEvent) -> None:
+    level, message, fields = describe(event)
+    log.log(level, message, extra=fields)
+
+
+def event(kind: str, level: int, message: str, **fields: Any) -> None:
+    """A daemon-level event with its own MESSAGE_ID (e.g. backend_lost)."""
+    log.log(level, message, extra={"MESSAGE_ID": MESSAGE_IDS[kind], **fields})

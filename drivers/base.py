@@ -1,0 +1,136 @@
+"""A wheeled (differential-drive) base made of configured motors."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+from rover_safety.config import BaseConfig
+
+from .errors import InvalidCommand, Unsupported
+from .motion import TimedMotion
+from .motor import Motor, check_finite
+
+
+class WheeledBase:
+    """Mixes linear.y and angular.z into left/right motor commands; time-based moves without encoders."""
+
+    def __init__(self, config: BaseConfig, left: Sequence[Motor], right: Sequence[Motor]) -> None:
+        self.name = config.name
+        self.config = config
+        self.left, self.right = list(left), list(right)
+        self.motors = self.left + self.right
+        self._lock = threading.RLock()
+        self._motion: TimedMotion | None = None
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    def set_power(self, linear_y: float, angular_z: float) -> None:
+        """Drive with power fractions (-1..1): forward is +linear_y, counter-clockwise is +angular_z."""
+        check_finite(linear_y=linear_y, angular_z=angular_z)
+        for key, value in (("linear.y", linear_y), ("angular.z", angular_z)):
+            if not -1.0 <= value <= 1.0:
+                raise InvalidCommand(f"{key} must be between -1 and 1, not {value:g}")
+        left, right = linear_y - angular_z, linear_y + angular_z
+        scale = max(1.0, abs(left), abs(right))
+        with self._lock:
+            self._cancel_motion()
+            self._drive(left / scale, right / scale)
+
+    def set_velocity(self, mm_per_sec: float, degs_per_sec: float) -> None:
+        """Drive at a linear (mm/s) and angular (deg/s, counter-clockwise positive) velocity until told otherwise."""
+        check_finite(linear_y=mm_per_sec, angular_z=degs_per_sec)
+        with self._lock:
+            self._cancel_motion()
+            left, right, _ = self._wheel_powers(mm_per_sec, degs_per_sec)
+            self._drive(left, right)
+
+    def move_straight(self, distance_mm: float, mm_per_sec: float) -> TimedMotion | None:
+        check_finite(distance_mm=distance_mm, mm_per_sec=mm_per_sec)
+        if distance_mm == 0:
+            self.stop()
+            return None
+        if mm_per_sec == 0:
+            raise InvalidCommand("mm_per_sec must not be 0 for a non-zero distance")
+        speed = math.copysign(abs(mm_per_sec), distance_mm)
+        return self._timed(abs(distance_mm / mm_per_sec), *self._wheel_powers(speed, 0.0))
+
+    def spin(self, angle_deg: float, degs_per_sec: float) -> TimedMotion | None:
+        check_finite(angle_deg=angle_deg, degs_per_sec=degs_per_sec)
+        if angle_deg == 0:
+            self.stop()
+            return None
+        if degs_per_sec == 0:
+            raise InvalidCommand("degs_per_sec must not be 0 for a non-zero angle")
+        rate = math.copysign(abs(degs_per_sec), angle_deg)
+        return self._timed(abs(angle_deg / degs_per_sec), *self._wheel_powers(0.0, rate))
+
+    def stop(self) -> bool:
+        """Cut power on every motor's PWM first, then tidy each bridge; True if anything was moving."""
+        with self._lock:
+            self._cancel_motion()
+            return self._off()
+
+    def force_off(self) -> None:
+        for motor in self.motors:
+            motor.force_off()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def is_moving(self) -> bool:
+        return any(m.is_moving() for m in self.motors)
+
+    @property
+    def width_m(self) -> float:
+        return self.config.width_mm / 1000.0
+
+    @property
+    def wheel_circumference_m(self) -> float:
+        return self.config.wheel_circumference_mm / 1000.0
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _wheel_powers(self, mm_per_sec: float, degs_per_sec: float) -> tuple[float, float, float]:
+        """Wheel powers of a differential drive (fractions of max_rpm) and how much slower than asked (>= 1)."""
+        max_rpm = min((m.config.max_rpm or 0.0) for m in self.motors)
+        if max_rpm <= 0:
+            raise Unsupported(f"base {self.name!r} needs max_rpm on every motor to move by velocity or distance")
+        turn = math.radians(degs_per_sec) * self.config.width_mm / 2.0
+        to_rpm = 60.0 / self.config.wheel_circumference_mm
+        left, right = (mm_per_sec - turn) * to_rpm / max_rpm, (mm_per_sec + turn) * to_rpm / max_rpm
+        slowdown = max(1.0, abs(left), abs(right))  # too fast: keep the ratio, slow both sides down
+        return left / slowdown, right / slowdown, slowdown
+
+    def _drive(self, left: float, right: float) -> None:
+        for motors, power in ((self.left, left), (self.right, right)):
+            for motor in motors:
+                motor.set_power(power)
+
+    def _timed(self, duration: float, left: float, right: float, slowdown: float) -> TimedMotion:
+        """Drive for `duration` seconds, stretched by `slowdown` when the wheels could not go as fast as asked."""
+        duration *= slowdown
+        with self._lock:
+            self._cancel_motion()
+            self._drive(left, right)
+            self._motion = TimedMotion(duration, self._end_motion).start()
+            return self._motion
+
+    def _cancel_motion(self) -> None:
+        if self._motion is not None:
+            self._motion.cancel()
+            self._motion = None
+
+    def _end_motion(self, motion: TimedMotion) -> None:
+        with self._lock:
+            if self._motion is motion:
+                self._motion = None
+                self._off()
+
+    def _off(self) -> bool:
+        was_moving = self.is_moving()
+        for motor in self.motors:
+            motor.cut()
+        for motor in self.motors:
+            motor.release()
+        return was_moving

@@ -1,0 +1,42 @@
+"""Time-based motion for drivers without encoders: runs for a duration unless cancelled, and can be waited on."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class TimedMotion:
+    """A motion that ends itself after `duration` seconds by calling `on_end`, unless cancelled first."""
+
+    def __init__(self, duration: float, on_end: Callable[[TimedMotion], None]) -> None:
+        self.duration = duration
+        self.cancelled = False
+        self._done = threading.Event()
+        self._on_end = on_end
+        self._timer = threading.Timer(duration, self._finish)
+        self._timer.daemon = True
+
+    def start(self) -> TimedMotion:
+        self._timer.start()
+        return self
+
+    def _finish(self) -> None:
+        try:
+            self._on_end(self)
+        finally:
+            self._done.set()
+
+    def cancel(self) -> None:
+        """Called with the outputs already off (Stop, session expiry, a newer command)."""
+        self.cancelled = True
+        self._timer.cancel()
+        self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the motion to end; True if it ran its course, False if cancelled or still running."""
+        return self._done.wait(timeout) and not self.cancelled

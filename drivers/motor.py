@@ -1,0 +1,214 @@
+"""A DC motor on an H-bridge, driven by PWM through gpiozero, in any of the three wirings."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from gpiozero import DigitalOutputDevice, PWMOutputDevice
+from gpiozero.pins import Factory
+from rover_safety.config import MotorConfig
+
+from .errors import InvalidCommand, Unsupported
+from .motion import TimedMotion
+from .pins import Output, Outputs, outputs_for
+
+STOP_BELOW = 0.01  # |power| at or below this is a stop
+
+
+def check_finite(**values: float) -> None:
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise InvalidCommand(f"{key} must be a finite number, not {value!r}")
+
+
+class Motor:
+    """`a`+`b`+`pwm`, `dir`+`pwm`, or `a`+`b` (PWM on the active one), with optional enable pins.
+
+    Every stop drives the PWM outputs to duty 0 first, then direction pins low and enables inactive, one write per
+    output on the shortest path the pin factory offers.
+    """
+
+    def __init__(self, config: MotorConfig, factory: Factory, outputs: Outputs | None = None) -> None:
+        self.name = config.name
+        self.config = config
+        self.wiring = config.pins.wiring
+        self._fast = outputs or outputs_for(factory)
+        self._lock = threading.RLock()
+        self._power = 0.0  # signed duty applied now
+        self._motion: TimedMotion | None = None
+        self._devices: list[DigitalOutputDevice | PWMOutputDevice] = []
+        try:
+            self._build(factory)
+        except BaseException:
+            self.close()
+            raise
+
+    def _pwm(self, role: str, pin: int) -> PWMOutputDevice:
+        device = PWMOutputDevice(pin, frequency=self.config.pwm_freq, initial_value=0, pin_factory=self._factory)
+        self._devices.append(device)
+        self._outputs.append(Output(role, device, pin, pwm=True))
+        return device
+
+    def _digital(self, role: str, pin: int, active_high: bool = True) -> DigitalOutputDevice:
+        device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=self._factory)
+        self._devices.append(device)
+        self._outputs.append(Output(role, device, pin, pwm=False, off_high=not active_high))
+        return device
+
+    def _build(self, factory: Factory) -> None:
+        pins = self.config.pins
+        self._factory = factory
+        self._outputs: list[Output] = []  # in stop order: PWM first, then direction, then enables
+        self._forward: DigitalOutputDevice | PWMOutputDevice | None = None
+        self._backward: DigitalOutputDevice | PWMOutputDevice | None = None
+        self._direction: DigitalOutputDevice | None = None
+        self._speed: PWMOutputDevice | None = None
+        if self.wiring == "a+b":
+            assert pins.a is not None and pins.b is not None
+            self._forward, self._backward = self._pwm("a", pins.a), self._pwm("b", pins.b)
+        else:
+            assert pins.pwm is not None
+            self._speed = self._pwm("pwm", pins.pwm)
+            if self.wiring == "dir+pwm":
+                assert pins.dir is not None
+                self._direction = self._digital("dir", pins.dir)
+            else:
+                assert pins.a is not None and pins.b is not None
+                self._forward, self._backward = self._digital("a", pins.a), self._digital("b", pins.b)
+        self._enables = [self._digital(role, pin, role == "en_high") for role, pin in
+                         (("en_high", pins.en_high), ("en_low", pins.en_low)) if pin is not None]
+        pwm_device = self._speed or self._forward
+        assert pwm_device is not None
+        self.frequency = pwm_device.frequency  # what the backend really runs (pigpio rounds to what it allows)
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    def set_power(self, power: float) -> None:
+        """Run at `power` (-1..1, sign is direction) until told otherwise."""
+        check_finite(power_pct=power)
+        if not -1.0 <= power <= 1.0:
+            raise InvalidCommand(f"power_pct must be between -1 and 1, not {power:g}")
+        with self._lock:
+            self._cancel_motion()
+            self._apply(power)
+
+    def set_rpm(self, rpm: float) -> None:
+        check_finite(rpm=rpm)
+        self.set_power(self._power_for(rpm))
+
+    def go_for(self, rpm: float, revolutions: float) -> TimedMotion | None:
+        """Turn `revolutions` at `rpm` (time-based, no encoder); revolutions 0 means run at rpm until stopped."""
+        check_finite(rpm=rpm, revolutions=revolutions)
+        power = self._power_for(rpm)
+        if revolutions == 0:
+            self.set_power(power)
+            return None
+        if abs(power) <= STOP_BELOW:
+            raise InvalidCommand(f"rpm {rpm:g} is too slow to move {self.name!r}")
+        assert self.config.max_rpm is not None
+        duration = abs(revolutions) / (abs(power) * self.config.max_rpm) * 60.0
+        with self._lock:
+            self._cancel_motion()
+            self._apply(math.copysign(power, revolutions))
+            self._motion = TimedMotion(duration, self._end_motion).start()
+            return self._motion
+
+    def go_to(self) -> None:
+        raise Unsupported(f"motor {self.name!r} has no encoder, so it cannot go to a position")
+
+    def reset_zero_position(self) -> None:
+        raise Unsupported(f"motor {self.name!r} has no encoder, so it has no position to reset")
+
+    def stop(self) -> bool:
+        """Cut power to every output of the bridge; True if it was moving."""
+        with self._lock:
+            self.cut()
+            return self.release()
+
+    def cut(self) -> None:
+        """Set every PWM output to duty 0: the half of a stop that takes the power away."""
+        with self._lock:
+            for output in self._outputs:
+                if output.pwm:
+                    self._fast.off(output)
+
+    def release(self) -> bool:
+        """After cut(): direction pins low, enables inactive, any timed motion cancelled; True if it was moving."""
+        with self._lock:
+            was_moving = self._power != 0.0
+            self._cancel_motion()
+            for output in self._outputs:
+                if not output.pwm:
+                    self._fast.off(output)
+            self._power = 0.0
+            return was_moving
+
+    def force_off(self) -> None:
+        """Drive every output off without waiting for the driver's lock (when stop() hung or failed)."""
+        for output in self._outputs:
+            self._fast.off(output)
+        self._power = 0.0
+
+    def close(self) -> None:
+        """Stop, then release the pins (gpiozero makes them inputs: the driver board's pull-downs keep it off)."""
+        with self._lock:
+            if self._devices:
+                self.stop()
+            for device in reversed(self._devices):
+                device.close()
+            self._devices.clear()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def power(self) -> float:
+        """The signed duty applied now (after min/max power and dir_flip are taken into account)."""
+        return self._power
+
+    def is_moving(self) -> bool:
+        return self._power != 0.0
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _power_for(self, rpm: float) -> float:
+        if self.config.max_rpm is None:
+            raise Unsupported(f"motor {self.name!r} has no max_rpm configured, so it cannot be driven by rpm")
+        return max(-1.0, min(1.0, rpm / self.config.max_rpm))
+
+    def _cancel_motion(self) -> None:
+        if self._motion is not None:
+            self._motion.cancel()
+            self._motion = None
+
+    def _end_motion(self, motion: TimedMotion) -> None:
+        with self._lock:
+            if self._motion is motion:
+                self._motion = None
+                self.stop()
+
+    def _apply(self, power: float) -> None:
+        if abs(power) <= STOP_BELOW:
+            self.stop()
+            return
+        cfg = self.config
+        duty = min(cfg.max_power_pct, max(cfg.min_power_pct, abs(power)))
+        forward = (power > 0) != cfg.dir_flip
+        if self._power != 0.0 and (self._power > 0) != (power > 0):
+            self.stop()  # reversing: never drive both ways at once
+        if self._speed is not None:
+            if self._direction is not None:
+                self._direction.value = forward
+            else:
+                assert self._forward is not None and self._backward is not None
+                (self._backward if forward else self._forward).off()
+                (self._forward if forward else self._backward).on()
+        for enable in self._enables:
+            enable.on()
+        if self._speed is not None:
+            self._speed.value = duty
+        else:
+            assert self._forward is not None and self._backward is not None
+            (self._backward if forward else self._forward).value = 0
+            (self._forward if forward else self._backward).value = duty
+        self._power = math.copysign(duty, power)
