@@ -207,7 +207,7 @@ def _window(value: Any) -> float:
 def _bind_address(value: Any) -> str:
     text = _string(value)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:  # 0: any free port
         raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:8080 or [::]:8080)")
     return text
 

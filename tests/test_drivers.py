@@ -1,0 +1,196 @@
+"""Every wiring, right at the (mock) pins: forward, reverse, stop, close; the base's mixing and timed moves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rover_safety.config import BaseConfig, MotorConfig, MotorPins
+from rover_safety.drivers import InvalidCommand, Motor, Unsupported, WheeledBase, open_factory
+from rover_safety.drivers.rig import off_levels
+
+WIRINGS = {
+    "a+b+pwm": MotorPins(a=17, b=27, pwm=22, en_high=23, en_low=24),
+    "dir+pwm": MotorPins(dir=5, pwm=6, en_high=13),
+    "a+b": MotorPins(a=20, b=21, en_low=16),
+}
+# Expected pin values for power +0.5 / -0.5 (before dir_flip); enables are active whenever moving.
+EXPECTED = {
+    "a+b+pwm": ({17: 1, 27: 0, 22: 0.5}, {17: 0, 27: 1, 22: 0.5}),
+    "dir+pwm": ({5: 1, 6: 0.5}, {5: 0, 6: 0.5}),
+    "a+b": ({20: 0.5, 21: 0}, {20: 0, 21: 0.5}),
+}
+
+
+class Recorder:
+    """Every pin change on the mock factory, with whether the pin was still an output when it changed."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[int, float, str]] = []
+        self.factory = open_factory("mock", on_change=self.record)
+
+    def record(self, bcm: int, value: float) -> None:
+        self.changes.append((bcm, value, self.factory.pin(bcm).function))
+
+    def first_change(self, pin: int, since: int) -> float | None:
+        changes = [value for bcm, value, _ in self.changes[since:] if bcm == pin]
+        return changes[0] if changes else None
+
+
+@pytest.fixture
+def recorder():
+    r = Recorder()
+    yield r
+    r.factory.close()
+
+
+@pytest.fixture
+def factory(recorder):
+    return recorder.factory
+
+
+def state(factory, pin: int) -> float:
+    return float(factory.pin(pin).state)
+
+
+def enables(pins: MotorPins, moving: bool) -> dict[int, float]:
+    out = {}
+    if pins.en_high is not None:
+        out[pins.en_high] = 1.0 if moving else 0.0
+    if pins.en_low is not None:
+        out[pins.en_low] = 0.0 if moving else 1.0
+    return out
+
+
+def off_state(pins: MotorPins) -> dict[int, float]:
+    return {pin: float(level) for _, pin, level in off_levels(MotorConfig("m", pins))}
+
+
+def assert_pins(factory, expected: dict[int, float]) -> None:
+    actual = {pin: state(factory, pin) for pin in expected}
+    assert actual == pytest.approx(expected), f"pins {actual} != expected {expected}"
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+@pytest.mark.parametrize("flip", [False, True])
+def test_wiring_forward_reverse_stop_close(factory, recorder, wiring, flip):
+    pins = WIRINGS[wiring]
+    motor = Motor(MotorConfig("m", pins, dir_flip=flip), factory)
+    assert motor.wiring == wiring
+    assert_pins(factory, off_state(pins))  # everything starts off
+    forward, reverse = EXPECTED[wiring]
+    if flip:
+        forward, reverse = reverse, forward
+    motor.set_power(0.5)
+    assert_pins(factory, {**forward, **enables(pins, True)})
+    assert motor.is_moving() and motor.power == 0.5
+    motor.set_power(-0.5)
+    assert_pins(factory, {**reverse, **enables(pins, True)})
+    assert motor.stop() is True
+    assert_pins(factory, off_state(pins))
+    assert motor.stop() is False
+    motor.set_power(0.5)
+    before_close = len(recorder.changes)
+    motor.close()  # every output is driven off first; then gpiozero releases the pins as inputs
+    for pin, level in off_state(pins).items():
+        assert factory.pin(pin).function == "input"
+        # (gpiozero's mock PWM pin also writes 0 while releasing, which real pigpio pins do not do)
+        assert recorder.first_change(pin, before_close) in (level, None), f"GPIO{pin} was not driven off first"
+
+
+def test_stop_cuts_pwm_before_touching_direction_or_enable(factory):
+    pins = WIRINGS["a+b+pwm"]
+    motor = Motor(MotorConfig("m", pins), factory)
+    motor.set_power(0.8)
+    motor.stop()
+    changed_at = {pin: factory.pin(pin)._last_change for pin in (22, 17, 23, 24)}
+    assert changed_at[22] <= min(changed_at[17], changed_at[23], changed_at[24])
+
+
+def test_power_limits_and_dead_band(factory):
+    motor = Motor(MotorConfig("m", WIRINGS["dir+pwm"], min_power_pct=0.3, max_power_pct=0.8), factory)
+    motor.set_power(0.1)
+    assert state(factory, 6) == pytest.approx(0.3)
+    motor.set_power(1.0)
+    assert state(factory, 6) == pytest.approx(0.8)
+    motor.set_power(0.01)
+    assert state(factory, 6) == 0 and not motor.is_moving()
+    for bad in (1.5, -2.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidCommand):
+            motor.set_power(bad)
+    assert state(factory, 6) == 0  # a bad command moves nothing
+
+
+def test_rpm_needs_max_rpm_and_maps_to_power(factory):
+    plain = Motor(MotorConfig("plain", WIRINGS["dir+pwm"]), factory)
+    with pytest.raises(Unsupported, match="no max_rpm"):
+        plain.set_rpm(10)
+    with pytest.raises(Unsupported, match="no encoder"):
+        plain.go_to()
+    rated = Motor(MotorConfig("rated", WIRINGS["a+b"], max_rpm=120), factory)
+    rated.set_rpm(-60)
+    assert rated.power == -0.5 and state(factory, 21) == pytest.approx(0.5)
+    rated.set_rpm(1000)  # faster than it can go: full power, not an error
+    assert rated.power == 1.0
+
+
+def test_go_for_runs_for_the_computed_time_then_stops(factory):
+    motor = Motor(MotorConfig("m", WIRINGS["dir+pwm"], max_rpm=120), factory)
+    started = time.monotonic()
+    motion = motor.go_for(rpm=60, revolutions=-0.1)  # 0.1 rev at 60 rpm = 0.1 s, backwards
+    assert motion is not None
+    assert state(factory, 5) == 0 and state(factory, 6) == pytest.approx(0.5)
+    assert motion.wait(2) is True
+    elapsed = time.monotonic() - started
+    assert 0.1 <= elapsed < 0.5
+    assert state(factory, 6) == 0 and not motor.is_moving()
+
+
+def test_stop_cancels_a_timed_motion(factory):
+    motor = Motor(MotorConfig("m", WIRINGS["dir+pwm"], max_rpm=120), factory)
+    motion = motor.go_for(rpm=120, revolutions=100)
+    assert motion is not None and motion.running
+    motor.stop()
+    assert motion.wait(1) is False and motion.cancelled
+    assert state(factory, 6) == 0
+
+
+@pytest.fixture
+def base(factory):
+    left = Motor(MotorConfig("left", WIRINGS["a+b+pwm"], max_rpm=120), factory)
+    right = Motor(MotorConfig("right", WIRINGS["dir+pwm"], max_rpm=120), factory)
+    return WheeledBase(BaseConfig("base", ("left",), ("right",), 260, 220), [left], [right])
+
+
+def test_base_mixes_linear_and_angular_power(base):
+    left, right = base.motors
+    base.set_power(0.5, 0.0)
+    assert (left.power, right.power) == (0.5, 0.5)
+    base.set_power(0.5, 0.25)  # turning left (counter-clockwise): right wheel faster
+    assert (left.power, right.power) == (0.25, 0.75)
+    base.set_power(1.0, 1.0)  # saturates: ratio kept
+    assert (left.power, right.power) == (0.0, 1.0)
+    base.set_power(0.0, -0.5)  # spin clockwise in place
+    assert (left.power, right.power) == (0.5, -0.5)
+    assert base.stop() is True and not base.is_moving()
+
+
+def test_base_velocity_and_timed_moves(base):
+    left, right = base.motors
+    base.set_velocity(220.0, 0.0)  # one wheel circumference per second = 60 rpm = half of max_rpm
+    assert (left.power, right.power) == pytest.approx((0.5, 0.5))
+    started = time.monotonic()
+    motion = base.move_straight(-44, 220)  # 0.2 s backwards
+    assert motion is not None and left.power < 0 and right.power < 0
+    assert motion.wait(2) is True
+    assert 0.2 <= time.monotonic() - started < 0.6
+    assert not base.is_moving()
+    motion = base.spin(90, 45)  # 2 s counter-clockwise: left back, right forward
+    assert motion is not None and left.power < 0 < right.power
+    base.stop()
+    assert motion.wait(1) is False and not base.is_moving()
+    with pytest.raises(InvalidCommand):
+        base.move_straight(100, 0)
+    with pytest.raises(InvalidCommand):
+        base.set_power(2.0, 0.0)

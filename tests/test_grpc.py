@@ -1,0 +1,279 @@
+"""The daemon over real gRPC on loopback, on mock pins: drive, heartbeat, expire, close, and every error status."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from rover_safety.api import (
+    base_pb2,
+    base_pb2_grpc,
+    common_pb2,
+    motor_pb2,
+    motor_pb2_grpc,
+    robot_pb2,
+    robot_pb2_grpc,
+    safety_pb2,
+    safety_pb2_grpc,
+)
+
+LEFT_PWM, RIGHT_PWM, LEFT_A = 22, 6, 17
+
+
+class Client:
+    """A plain gRPC client of one daemon, with the session id to attach to monitored calls."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.robot = robot_pb2_grpc.RobotServiceStub(self.channel)
+        self.motor = motor_pb2_grpc.MotorServiceStub(self.channel)
+        self.base = base_pb2_grpc.BaseServiceStub(self.channel)
+        self.safety = safety_pb2_grpc.SafetyServiceStub(self.channel)
+        self.sid = ""
+
+    def start(self) -> str:
+        reply = self.robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5)
+        self.sid = reply.id
+        return reply.id
+
+    def heartbeat(self) -> None:
+        self.robot.SendSessionHeartbeat(robot_pb2.SendSessionHeartbeatRequest(id=self.sid), timeout=5)
+
+    @property
+    def md(self) -> list[tuple[str, str]]:
+        return [("viam-sid", self.sid)] if self.sid else []
+
+    def set_power(self, name: str, power: float) -> None:
+        self.motor.SetPower(motor_pb2.SetPowerRequest(name=name, power_pct=power), metadata=self.md, timeout=5)
+
+
+def code_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def duty(daemon, pin: int) -> float:
+    return float(daemon.rig.factory.pin(pin).state)
+
+
+def off_time(daemon, pin: int) -> float:
+    return float(daemon.rig.factory.pin(pin)._last_change)
+
+
+def wait_until(predicate, timeout: float = 3.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return predicate()
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon(heartbeat_window="300ms")
+
+
+@pytest.fixture
+def client(daemon):
+    c = Client(daemon.port)
+    yield c
+    c.channel.close()
+
+
+def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon, client):
+    window = 0.3
+    client.start()
+    client.set_power("left", 0.6)
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.6)
+    for _ in range(8):  # 8 x window/5 = 0.48 s of heartbeats, well past one window
+        time.sleep(window / 5)
+        sent = time.monotonic()
+        client.heartbeat()
+        answered = time.monotonic()
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.6), "stopped although heartbeats were on time"
+    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=2)
+    stopped = off_time(daemon, LEFT_PWM)
+    assert stopped >= sent + window, "stopped before the deadline"
+    assert stopped <= answered + window + 0.05, f"stopped {1000 * (stopped - answered - window):.1f} ms late"
+    assert duty(daemon, LEFT_A) == 0
+    code, details = code_of(client.heartbeat)
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "SESSION_EXPIRED")
+    code, details = code_of(lambda: client.set_power("left", 0.5))
+    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "SESSION_EXPIRED")
+    assert duty(daemon, LEFT_PWM) == 0
+
+
+def test_monitored_calls_count_as_heartbeats(daemon, client):
+    client.start()
+    for _ in range(10):
+        client.set_power("left", 0.5)
+        time.sleep(0.1)
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.5)
+    client.set_power("left", 0.4)
+    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0)
+
+
+def test_expiry_stops_only_what_that_session_drove(daemon, make_daemon):
+    a, b = Client(daemon.port), Client(daemon.port)
+    a.start()
+    b.start()
+    a.set_power("left", 0.5)
+    b.set_power("right", 0.7)
+    end = time.monotonic() + 0.8
+    while time.monotonic() < end:
+        b.heartbeat()
+        time.sleep(0.05)
+    assert duty(daemon, LEFT_PWM) == 0
+    assert duty(daemon, RIGHT_PWM) == pytest.approx(0.7)
+    b.set_power("left", 0.3)  # b now owns left too; a's old claim is gone
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.3)
+
+
+def test_sessionless_motion_is_refused_and_moves_nothing(daemon, client):
+    code, details = code_of(lambda: client.set_power("left", 0.5))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "without a session" in details and "allow_unmonitored_motion" in details
+    assert duty(daemon, LEFT_PWM) == 0
+
+
+def test_unmonitored_motion_when_allowed(make_daemon, caplog):
+    from conftest import example_config
+
+    text = example_config().replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
+    daemon = make_daemon(text)
+    client = Client(daemon.port)
+    with caplog.at_level("WARNING", logger="rover-safety"):
+        client.set_power("left", 0.5)
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.5)
+    assert any("unmonitored motion" in r.getMessage() and "left" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_names_and_bad_values(daemon, client):
+    client.start()
+    assert code_of(lambda: client.set_power("nope", 0.5))[0] == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.set_power("base", 0.5)) == (grpc.StatusCode.NOT_FOUND, "no motor named 'base'")
+    code, details = code_of(lambda: client.set_power("left", 1.5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "between -1 and 1" in details
+    code, details = code_of(lambda: client.motor.GoTo(motor_pb2.GoToRequest(name="left", rpm=10), metadata=client.md))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "no encoder" in details
+    code, _ = code_of(lambda: client.motor.DoCommand(common_pb2.DoCommandRequest(name="left")))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    assert duty(daemon, LEFT_PWM) == 0
+    two = [("viam-sid", client.sid), ("viam-sid", client.sid)]
+    code, _ = code_of(lambda: client.motor.SetPower(motor_pb2.SetPowerRequest(name="left", power_pct=0.5),
+                                                    metadata=two))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_reads_need_no_session(daemon, client):
+    client.start()
+    client.set_power("left", -0.5)
+    other = Client(daemon.port)  # no session at all
+    powered = other.motor.IsPowered(motor_pb2.IsPoweredRequest(name="left"))
+    assert powered.is_on and powered.power_pct == -0.5
+    assert other.motor.IsMoving(motor_pb2.IsMovingRequest(name="left")).is_moving
+    assert not other.motor.GetProperties(motor_pb2.GetPropertiesRequest(name="left")).position_reporting
+    props = other.base.GetProperties(base_pb2.GetPropertiesRequest(name="base"))
+    assert props.width_meters == pytest.approx(0.26) and props.wheel_circumference_meters == pytest.approx(0.22)
+    other.motor.Stop(motor_pb2.StopRequest(name="left"))
+    assert duty(daemon, LEFT_PWM) == 0
+
+
+def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
+    client.start()
+    started = time.monotonic()
+    client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=0.4), metadata=client.md, timeout=5)
+    assert 0.2 <= time.monotonic() - started < 1.0  # 0.4 rev at 120 rpm = 0.2 s
+    assert duty(daemon, LEFT_PWM) == 0
+    done = threading.Event()
+
+    def long_move() -> None:
+        try:
+            client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=100), metadata=client.md,
+                               timeout=10)
+        finally:
+            done.set()
+
+    threading.Thread(target=long_move, daemon=True).start()
+    assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0)
+    Client(daemon.port).motor.Stop(motor_pb2.StopRequest(name="left"))
+    assert done.wait(2), "GoFor did not return after Stop"
+    assert duty(daemon, LEFT_PWM) == 0
+
+
+def test_session_expiry_cancels_a_timed_base_move(daemon, client):
+    client.start()
+    done = threading.Event()
+
+    def spin() -> None:
+        try:
+            client.base.Spin(base_pb2.SpinRequest(name="base", angle_deg=3600, degs_per_sec=90), metadata=client.md,
+                             timeout=10)
+        finally:
+            done.set()
+
+    threading.Thread(target=spin, daemon=True).start()
+    assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0 and duty(daemon, RIGHT_PWM) > 0)
+    # no heartbeats: the 300 ms window lapses and the 40 s spin is cut short
+    assert done.wait(3)
+    assert duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0
+
+
+def test_close_session_stops_at_once_and_reports_success_once(daemon, client):
+    client.start()
+    client.base.SetPower(base_pb2.SetPowerRequest(name="base", linear=common_pb2.Vector3(y=0.5)), metadata=client.md)
+    assert duty(daemon, LEFT_PWM) > 0
+    reply = client.safety.CloseSession(safety_pb2.CloseSessionRequest(id=client.sid))
+    assert reply.success
+    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0, timeout=0.1)
+    assert not client.safety.CloseSession(safety_pb2.CloseSessionRequest(id=client.sid)).success
+    assert not client.safety.CloseSession(safety_pb2.CloseSessionRequest(id="never-was")).success
+
+
+def test_resume_and_get_sessions(daemon, client):
+    sid = client.start()
+    again = client.robot.StartSession(robot_pb2.StartSessionRequest(resume=sid))
+    assert again.id == sid and again.heartbeat_window.ToMilliseconds() == 300
+    listed = client.robot.GetSessions(robot_pb2.GetSessionsRequest()).sessions
+    assert [s.id for s in listed] == [sid]
+    assert listed[0].peer_connection_info.remote_address.startswith("ipv4:127.0.0.1:")
+    time.sleep(0.4)
+    assert client.robot.StartSession(robot_pb2.StartSessionRequest(resume=sid)).id != sid
+
+
+def test_stop_all(daemon, client):
+    client.start()
+    client.set_power("left", 0.5)
+    client.set_power("right", -0.5)
+    Client(daemon.port).robot.StopAll(robot_pb2.StopAllRequest())
+    assert duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0
+
+
+def test_session_limit_is_resource_exhausted(make_daemon):
+    daemon = make_daemon(heartbeat_window="1m")
+    client = Client(daemon.port)
+    for _ in range(1024):
+        client.start()
+    code, details = code_of(client.start)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 1024" in details
+
+
+def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
+    client.start()
+    client.set_power("right", 0.5)
+    motor = daemon.rig.motors["left"]
+
+    def broken(power: float) -> None:
+        raise RuntimeError("driver bug")
+
+    motor.set_power = broken
+    code, details = code_of(lambda: client.set_power("left", 0.5))
+    assert code == grpc.StatusCode.INTERNAL and "daemon is stopping" in details
+    assert make_daemon.fatal_calls == 1
+    assert duty(daemon, RIGHT_PWM) == 0, "other outputs must be stopped too"
+    assert code_of(lambda: client.set_power("right", 0.5))[0] == grpc.StatusCode.UNAVAILABLE
