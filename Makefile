@@ -8,7 +8,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux
 VIAM_SDK := viam-sdk==0.85.1
 
-.PHONY: run test lint typecheck unit bench protos check-protos deps install uninstall clean
+.PHONY: run test lint typecheck bench protos deps install uninstall clean
 
 run: $(BIN)/.installed
 	$(BIN)/rover-safety serve --config $(CONFIG) --simulate
@@ -48,6 +48,14 @@ $(VIAM_VENV)/.installed: | deps
 	$(PYTHON) -m venv $(VIAM_VENV)
 	$(VIAM_VENV)/bin/pip install -q '$(VIAM_SDK)'
 	touch $@
+
+# On a rover: install the package in /opt/rover-safety, the unit, a default /etc/rover-safety/config.yaml (never
+# overwritten), the rover-safety user, and enable --now. `make uninstall` keeps the config.
+install: deps
+	$(SUDO) systemd/install.sh
+
+uninstall:
+	$(SUDO) systemd/install.sh --uninstall
 
 clean:
 	rm -rf $(VENV) $(VIAM_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
