@@ -1,0 +1,342 @@
+"""The official Viam Python SDK against an in-process daemon, over real gRPC on loopback.
+
+The SDK pins its own protobuf, so it never runs in this process: each client is tests/viam_client.py under the SDK's
+venv (ROVER_SAFETY_VIAM_PYTHON, default .venv-viam/bin/python, which `make test` creates), driven one command per line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import example_config
+
+TESTS = Path(__file__).parent
+CLIENT = TESTS / "viam_client.py"
+VIAM_PYTHON = Path(os.environ.get("ROVER_SAFETY_VIAM_PYTHON", TESTS.parent / ".venv-viam" / "bin" / "python"))
+
+WINDOW = 0.5  # heartbeat_window of every daemon here; the SDK heartbeats every WINDOW / 5
+STOP_BOUND = WINDOW + 0.5  # a dead client's motor must be off this soon after it died (generous on a loaded 2-core box)
+REPLY_TIMEOUT = 15.0  # for any one reply of the client, connecting included
+
+# BCM pins of config/example.yaml: left is a+b+pwm, right is dir+pwm
+LEFT_A, LEFT_B, LEFT_PWM = 17, 27, 22
+RIGHT_DIR, RIGHT_PWM = 5, 6
+ALL_PINS = (LEFT_A, LEFT_B, LEFT_PWM, RIGHT_DIR, RIGHT_PWM)
+
+
+@pytest.fixture(scope="module")
+def viam_python() -> str:
+    if not VIAM_PYTHON.is_file():
+        pytest.skip(f"the official Viam SDK venv is missing: no {VIAM_PYTHON} (`make test` creates it; or set "
+                    "ROVER_SAFETY_VIAM_PYTHON to a python that has viam-sdk installed)")
+    probe = subprocess.run([str(VIAM_PYTHON), "-c", "import viam.robot.client"], capture_output=True, text=True,
+                           timeout=60, env=_client_env())
+    if probe.returncode != 0:
+        pytest.skip(f"{VIAM_PYTHON} cannot import the Viam SDK (viam-sdk not installed there?): {probe.stderr[-500:]}")
+    return str(VIAM_PYTHON)
+
+
+def _client_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+class SdkClient:
+    """One viam_client.py process: `call("motor.set_power", "left", 0.5)` returns its JSON reply."""
+
+    def __init__(self, python: str, port: int, flags: tuple[str, ...], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [python, str(CLIENT), f"127.0.0.1:{port}", *flags],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_client_env(),
+        )
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name="viam-client-reader", daemon=True).start()
+        self.resources: list[str] = self._reply()["resources"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._replies.put(line)
+        self._replies.put(None)
+
+    def _reply(self) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=REPLY_TIMEOUT)
+        except queue.Empty:
+            pytest.fail(f"the SDK client did not answer within {REPLY_TIMEOUT:g} s; its log:\n{self.log()}")
+        if line is None:
+            pytest.fail(f"the SDK client exited (status {self.proc.wait(5)}); its log:\n{self.log()}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def call(self, *words: object) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(" ".join(map(str, words)) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def ok(self, *words: object) -> dict[str, Any]:
+        reply = self.call(*words)
+        assert reply["ok"], f"{' '.join(map(str, words))} failed: {reply}\nclient log:\n{self.log()}"
+        return reply
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()[-4000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._log.close()
+
+
+@pytest.fixture
+def sdk(viam_python: str, make_daemon: Any, tmp_path: Path) -> Iterator[Callable[..., SdkClient]]:
+    """`sdk(daemon, "--no-sessions")` -> a connected SdkClient; every one is killed at the end of the test."""
+    clients: list[SdkClient] = []
+
+    def connect(daemon: Any, *flags: str) -> SdkClient:
+        client = SdkClient(viam_python, daemon.port, flags, tmp_path / f"viam_client{len(clients)}.log")
+        clients.append(client)
+        return client
+
+    try:
+        yield connect
+    finally:
+        for client in clients:
+            client.close()
+
+
+class Journal(logging.Handler):
+    """The daemon's log records, on the "rover-safety" logger itself (the CLI's setup may stop it propagating)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def events(self, kind: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if field(r, "SESSION_EVENT") == kind]
+
+    def wait_for(self, kind: str, session_id: str, timeout: float = 5.0) -> logging.LogRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.events(kind) if field(r, "SESSION_ID") == session_id]
+            if found:
+                return found[0]
+            time.sleep(0.01)
+        seen = "\n".join(r.getMessage() for r in self.records)
+        pytest.fail(f"no {kind!r} event for session {session_id} within {timeout:g} s; the daemon logged:\n{seen}")
+
+
+def field(record: logging.LogRecord, name: str) -> str:
+    """A journal field of a record (daemon/journal.py passes them as `extra`); "" when absent."""
+    return str(getattr(record, name, ""))
+
+
+@pytest.fixture
+def journal() -> Iterator[Journal]:
+    logger = logging.getLogger("rover-safety")
+    handler, level = Journal(), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def pin(daemon: Any, bcm: int) -> Any:
+    return daemon.rig.factory.pin(bcm)
+
+
+def states(daemon: Any, *bcms: int) -> dict[int, float]:
+    return {bcm: pin(daemon, bcm).state for bcm in bcms}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def live_ids(daemon: Any) -> set[str]:
+    return {s.id for s in daemon.sessions.all()}
+
+
+def test_sdk_connects_lists_resources_and_drives(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    client = sdk(daemon)
+    assert client.resources == ["base/base", "motor/left", "motor/right"]
+
+    client.ok("motor.set_power", "left", 0.5)
+    assert states(daemon, LEFT_PWM, LEFT_A, LEFT_B) == {LEFT_PWM: 0.5, LEFT_A: 1, LEFT_B: 0}  # forward at 50 %
+    assert client.ok("motor.state", "left") == {"ok": True, "is_powered": True, "power_pct": 0.5, "is_moving": True}
+    session = daemon.sessions.last_user("left")
+    assert session in live_ids(daemon), "the SDK's SetPower carried no live session"
+
+    client.ok("motor.set_power", "left", -0.25)
+    assert states(daemon, LEFT_PWM, LEFT_A, LEFT_B) == {LEFT_PWM: 0.25, LEFT_A: 0, LEFT_B: 1}  # reversed
+    assert client.ok("motor.state", "left")["power_pct"] == -0.25
+
+    # linear.y 0.5, angular.z 0.2 (counter-clockwise): left wheel 0.5 - 0.2, right wheel 0.5 + 0.2, both forward
+    client.ok("base.set_power", "base", 0.5, 0.2)
+    got = states(daemon, LEFT_PWM, LEFT_A, LEFT_B, RIGHT_PWM, RIGHT_DIR)
+    assert got == {LEFT_PWM: pytest.approx(0.3), LEFT_A: 1, LEFT_B: 0, RIGHT_PWM: pytest.approx(0.7), RIGHT_DIR: 1}
+    assert client.ok("base.state", "base") == {"ok": True, "is_moving": True}
+    right = client.ok("motor.state", "right")
+    assert right["is_powered"] and right["is_moving"] and right["power_pct"] == pytest.approx(0.7)
+    assert daemon.sessions.last_user("base") == session, "one SDK client should use one session for everything"
+    assert live_ids(daemon) == {session}
+
+
+def test_sdk_heartbeats_keep_an_idle_client_driving(make_daemon: Any, sdk: Callable[..., SdkClient],
+                                                     journal: Journal) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    client = sdk(daemon)
+    client.ok("motor.set_power", "left", 0.5)
+    session = daemon.sessions.last_user("left")
+    changed_at = pin(daemon, LEFT_PWM)._last_change
+
+    time.sleep(4 * WINDOW)  # no calls at all: only the SDK's heartbeat thread talks to the daemon
+
+    assert pin(daemon, LEFT_PWM).state == 0.5
+    assert pin(daemon, LEFT_PWM)._last_change == changed_at, "the motor was stopped (and restarted) meanwhile"
+    assert live_ids(daemon) == {session}
+    assert daemon.sessions.last_user("left") == session
+    assert journal.events("expired") == []
+    assert client.ok("motor.state", "left")["is_moving"]
+
+
+def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: Any, sdk: Callable[..., SdkClient],
+                                                           journal: Journal) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    client = sdk(daemon)
+    client.ok("base.set_power", "base", 0.5, 0.0)
+    client.ok("motor.set_power", "left", 0.5)
+    session = daemon.sessions.last_user("left")
+    time.sleep(WINDOW)  # a few heartbeats in: the steady state of a client that drives and then just stays
+    assert states(daemon, LEFT_PWM, RIGHT_PWM) == {LEFT_PWM: 0.5, RIGHT_PWM: 0.5}
+
+    killed_at = time.monotonic()
+    client.proc.kill()
+    client.proc.wait(timeout=5)
+    wait_until(lambda: pin(daemon, LEFT_PWM).state == 0 and pin(daemon, RIGHT_PWM).state == 0, STOP_BOUND + 2,
+               "the dead client's motors to stop")
+
+    for bcm in (LEFT_PWM, RIGHT_PWM):
+        latency = pin(daemon, bcm)._last_change - killed_at
+        assert 0 < latency <= STOP_BOUND, f"GPIO{bcm} went off {latency:.3f} s after the kill"
+    assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
+    expired = journal.wait_for("expired", session)
+    assert set(field(expired, "RESOURCES").split(",")) == {"base", "left"}  # what this session drove last
+    # base and left share a motor, and are stopped concurrently: either may be the one that found it moving
+    assert set(field(expired, "MOVING").split(",")) & {"base", "left"}
+    assert session in expired.getMessage() and "left" in expired.getMessage()
+    assert expired.levelno == logging.WARNING
+    assert live_ids(daemon) == set()
+
+
+def test_sessionless_sdk_client_is_refused_motion(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    client = sdk(daemon, "--no-sessions")
+
+    for command in (("motor.set_power", "left", 0.5), ("base.set_power", "base", 0.5, 0.2)):
+        reply = client.call(*command)
+        assert reply["ok"] is False and reply["status"] == "FAILED_PRECONDITION", reply
+        assert "without a session" in reply["message"] and "allow_unmonitored_motion" in reply["message"]
+    assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
+    assert client.ok("motor.state", "left")["is_powered"] is False
+    assert live_ids(daemon) == set()
+
+
+def test_sessionless_sdk_client_moves_when_config_allows(make_daemon: Any, sdk: Callable[..., SdkClient],
+                                                         journal: Journal) -> None:
+    text = example_config(heartbeat_window="500ms")
+    allowed = text.replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
+    assert allowed != text, "config/example.yaml no longer has `allow_unmonitored_motion: false` to flip"
+    daemon = make_daemon(text=allowed)
+    client = sdk(daemon, "--no-sessions")
+
+    client.ok("motor.set_power", "left", 0.5)
+    assert states(daemon, LEFT_PWM, LEFT_A, LEFT_B) == {LEFT_PWM: 0.5, LEFT_A: 1, LEFT_B: 0}
+    client.ok("base.set_power", "base", 0.5, 0.2)
+    assert states(daemon, LEFT_PWM, RIGHT_PWM) == {LEFT_PWM: pytest.approx(0.3), RIGHT_PWM: pytest.approx(0.7)}
+    assert live_ids(daemon) == set() and daemon.sessions.last_user("left") is None
+    assert {field(r, "RESOURCES") for r in journal.events("unmonitored")} >= {"left", "base"}
+
+
+def test_sdk_stop_needs_no_session(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    driver = sdk(daemon)
+    bystander = sdk(daemon, "--no-sessions")  # may not move anything, but may stop anything
+    driver.ok("base.set_power", "base", 0.5, 0.2)
+    assert states(daemon, LEFT_PWM, RIGHT_PWM) == {LEFT_PWM: pytest.approx(0.3), RIGHT_PWM: pytest.approx(0.7)}
+
+    bystander.ok("motor.stop", "right")
+    assert states(daemon, RIGHT_PWM, RIGHT_DIR) == {RIGHT_PWM: 0, RIGHT_DIR: 0}
+    assert pin(daemon, LEFT_PWM).state == pytest.approx(0.3)  # only what was asked
+
+    driver.ok("motor.stop", "left")
+    assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
+    assert driver.ok("motor.state", "left") == {"ok": True, "is_powered": False, "power_pct": 0.0, "is_moving": False}
+    assert driver.ok("base.state", "base")["is_moving"] is False
+
+    driver.ok("base.set_power", "base", 0.5, 0.0)
+    bystander.ok("base.stop", "base")
+    assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
+
+
+def test_sdk_starts_a_fresh_session_after_an_expiry(make_daemon: Any, sdk: Callable[..., SdkClient],
+                                                    journal: Journal) -> None:
+    daemon = make_daemon(heartbeat_window="500ms")
+    client = sdk(daemon)
+    client.ok("motor.set_power", "left", 0.5)
+    first = daemon.sessions.last_user("left")
+
+    client.proc.send_signal(signal.SIGSTOP)  # freezes its heartbeat thread too
+    try:
+        wait_until(lambda: pin(daemon, LEFT_PWM).state == 0, STOP_BOUND + 2, "the frozen client's motor to stop")
+        journal.wait_for("expired", first)
+    finally:
+        client.proc.send_signal(signal.SIGCONT)
+
+    # The SDK's recovery: whichever comes first, its heartbeat thread or this call, learns SESSION_EXPIRED and drops
+    # the session; if it was this call, it fails, and the next monitored call starts a fresh session.
+    reply = client.call("motor.set_power", "left", 0.5)
+    if not reply["ok"]:
+        assert (reply["status"], reply["message"]) == ("INVALID_ARGUMENT", "SESSION_EXPIRED"), reply
+        assert pin(daemon, LEFT_PWM).state == 0
+        client.ok("motor.set_power", "left", 0.5)
+    second = daemon.sessions.last_user("left")
+    assert second is not None and second != first
+    assert pin(daemon, LEFT_PWM).state == 0.5
+    journal.wait_for("started", second)
+
+    time.sleep(3 * WINDOW)  # and the fresh session is heartbeaten like the first
+    assert pin(daemon, LEFT_PWM).state == 0.5
+    assert live_ids(daemon) == {second}
+    assert [field(r, "SESSION_ID") for r in journal.events("expired")] == [first]
