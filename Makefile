@@ -1,5 +1,7 @@
 # rover-safety: `make run` (simulated pins) and `make test` set up everything they need first.
-PYTHON   ?= python3
+# The system's Python (Debian / Raspberry Pi OS): the service user can run a venv made from it, unlike one made
+# from a Python under a user's home.
+PYTHON   ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 VENV     ?= .venv
 VIAM_VENV ?= .venv-viam
 CONFIG   ?= config/example.yaml
