@@ -9,8 +9,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import grpc
+from gpiozero.pins import Factory
 from rover_safety.config import Config, ConfigError, format_duration, load
-from rover_safety.drivers import PinFactoryError, Resource, Rig, WheeledBase, build, check_alive, open_factory
+from rover_safety.drivers import (
+    PinFactoryError,
+    Resource,
+    Rig,
+    WheeledBase,
+    build,
+    check_alive,
+    disconnect,
+    is_remote,
+    open_factory,
+    wait_for_hangup,
+)
+from rover_safety.drivers.pins import COMMAND_TIMEOUT, bound_commands
 
 from . import journal, notify, wire
 from .sessions import SessionEvent, SessionManager
@@ -47,6 +60,7 @@ class Daemon:
         self._fatal: str | None = None
         self._on_fatal = on_fatal  # wakes whoever runs the daemon (the CLI's main thread) to shut it down
         self._health_stop = threading.Event()
+        self._backend_lost = False
         self.rig: Rig | None = None
         self.server: grpc.Server | None = None
         self.port = 0
@@ -57,17 +71,23 @@ class Daemon:
         """Open and verify the pins, drive every output off, start sessions and listen; then tell systemd READY."""
         cfg = self.config
         try:
-            factory = open_factory(cfg.pin_factory, cfg.pigpio_host, cfg.pigpio_port, self.on_pin_change)
+            factory = open_factory(cfg.pin_factory, cfg.pigpio_host, cfg.pigpio_port, self.on_pin_change,
+                                   timeout=command_timeout(cfg.heartbeat_window))
         except PinFactoryError as exc:
             raise StartupError(str(exc)) from None
         try:
             self.rig = build(cfg, factory)
+            self.rig.stop_all()
         except Exception as exc:
-            factory.close()
+            self.rig = None
+            try:
+                factory.close()
+            except Exception:  # the backend failed during set-up; the StartupError below says so
+                disconnect(factory)
             raise StartupError(f"cannot set up the configured pins on {cfg.pin_factory}: {exc}") from None
-        self.rig.stop_all()
         for motor in self.rig.motors.values():
-            log.info("motor %s: %s, PWM %s Hz", motor.name, motor.wiring, _hz(motor.frequency))
+            log.info("motor %s: %s, PWM %s Hz%s", motor.name, motor.wiring, _hz(motor.frequency),
+                     _rounded(motor.config.pwm_freq, motor.frequency))
         watchdog = notify.watchdog_interval()
         self.sessions = SessionManager(
             self.rig.resources,
@@ -92,8 +112,8 @@ class Daemon:
             raise StartupError(f"network.bind_address: cannot listen on {cfg.bind_address} (in use, or not an "
                                "address of this machine?)")
         self.server.start()
-        if getattr(factory, "connection", None) is not None:
-            threading.Thread(target=self._watch_backend, name="backend-health", daemon=True).start()
+        if is_remote(factory):
+            threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
         log.info(
             "rover-safety listening on %s (pins: %s%s), heartbeat window %s, resources: %s",
@@ -130,7 +150,10 @@ class Daemon:
             log.critical("%s%s; stopping every output and exiting", reason, f": {exc!r}" if exc else "",
                          exc_info=exc)
         try:
-            self.stop_all()
+            if not self._backend_lost:  # through a lost backend nothing can be stopped: safe-stop's job after exit
+                self.stop_all()
+        except Exception as stop_exc:
+            log.critical("could not stop every output: %s", stop_exc)
         finally:
             self._on_fatal()
 
@@ -150,19 +173,35 @@ class Daemon:
 
     # --- the GPIO backend -----------------------------------------------------------------------
 
-    def _watch_backend(self) -> None:
-        """Notice a lost pigpiod within one heartbeat window even when nothing moves."""
-        while not self._health_stop.wait(self.config.heartbeat_window / 2):
-            rig = self.rig
-            if rig is None:
-                continue
-            try:
-                check_alive(rig.factory)
-            except PinFactoryError as exc:
-                journal.event("backend_lost", logging.CRITICAL, f"{exc}; refusing motion and exiting so that "
-                              "systemd restarts the daemon and runs safe-stop")
-                self.fatal(str(exc))
+    def _watch_backend(self, factory: Factory) -> None:
+        """Notice a lost pigpiod within one heartbeat window even when nothing moves.
+
+        A dying pigpiod closes its sockets, which wakes this thread at once; a round trip every half window also
+        catches one that hangs (each command is bounded by a timeout) or that sits behind a dead network.
+        """
+        while not self._health_stop.is_set():
+            interval = self.config.heartbeat_window / 2
+            hung_up = wait_for_hangup(factory, interval)
+            if self._health_stop.is_set():
                 return
+            try:
+                check_alive(factory)
+            except PinFactoryError as exc:
+                self._lost_backend(factory, exc)
+                return
+            if hung_up:  # a wake-up with pigpiod still answering: do not spin on it
+                self._health_stop.wait(interval)
+
+    def _lost_backend(self, factory: Factory, exc: PinFactoryError) -> None:
+        """Refuse motion, drop the dead connection at once, say so, and make the main thread exit non-zero."""
+        self._refused = str(exc)
+        self._backend_lost = True
+        disconnect(factory)  # pigpio's notification thread spins until this
+        if self._fatal is None:
+            self._fatal = str(exc)
+            journal.event("backend_lost", logging.CRITICAL, f"{exc}; refusing motion and exiting so that systemd "
+                          "restarts the daemon and runs safe-stop (nothing can be driven off through a lost backend)")
+        self._on_fatal()
 
     # --- reload ---------------------------------------------------------------------------------
 
@@ -222,6 +261,7 @@ class Daemon:
                         rig.bases[base.name] = build_base(new, base.name, rig)
             self.sessions.replace_resources(rig.resources)
             self.sessions.set_heartbeat_window(new.heartbeat_window)
+            bound_commands(getattr(rig.factory, "connection", None), command_timeout(new.heartbeat_window))
             self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion
             self.config = new
         log.info(
@@ -234,11 +274,19 @@ class Daemon:
     # --- every way out --------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Duty 0 on every output first; then stop serving, stop the session loop, and release the pins."""
+        """Duty 0 on every output first; then stop serving, stop the session loop, and release the pins.
+
+        Every step is tried even if one fails; outputs that could not be driven off make the exit code non-zero.
+        """
         self._refused = "shutting down"
         self._health_stop.set()
+        moving: list[str] = []
         with self._lock:
-            moving = self.rig.stop_all() if self.rig else []
+            if self.rig is not None and not self._backend_lost:
+                try:
+                    moving = self.rig.stop_all()
+                except Exception as exc:
+                    self._shutdown_failed("could not stop every output", exc)
         if moving:
             log.warning("shutdown: stopped %s", ", ".join(moving))
         notify.stopping()
@@ -247,9 +295,31 @@ class Daemon:
         if hasattr(self, "sessions"):
             self.sessions.close()
         with self._lock:
-            if self.rig is not None:
-                self.rig.close()
-                self.rig = None
+            rig, self.rig = self.rig, None
+            if rig is None:
+                return
+            if self._backend_lost:
+                disconnect(rig.factory)
+                return
+            try:
+                rig.close()  # stops everything once more (a command that was in flight may have moved something)
+            except Exception as exc:
+                self._shutdown_failed("could not stop and release every output", exc)
+
+    def _shutdown_failed(self, what: str, exc: Exception) -> None:
+        if self._backend_lost:
+            return  # lost while shutting down: already reported, and nothing can be driven off through it
+        log.critical("shutdown: %s: %s", what, exc)
+        if self._fatal is None:
+            self._fatal = f"shutdown: {what}"
+
+
+def command_timeout(heartbeat_window: float) -> float:
+    """How long one pigpiod command may take before pigpiod counts as hung: half a heartbeat window, 0.1 s..1 s.
+
+    With the health check every half window, a hung pigpiod is then noticed within one window (for windows >= 0.2 s).
+    """
+    return min(COMMAND_TIMEOUT, max(0.1, heartbeat_window / 2))
 
 
 def build_base(config: Config, name: str, rig: Rig) -> WheeledBase:
@@ -259,3 +329,10 @@ def build_base(config: Config, name: str, rig: Rig) -> WheeledBase:
 
 def _hz(frequency: float | None) -> str:
     return f"{frequency:g}" if frequency else "?"
+
+
+def _rounded(asked: int, frequency: float | None) -> str:
+    """Say so when the backend runs another PWM frequency than the config asked for."""
+    if frequency is None or round(frequency) == asked:
+        return ""
+    return f" (pwm_freq {asked} Hz is not available: the backend rounded it)"

@@ -62,7 +62,11 @@ def serve(args: argparse.Namespace) -> int:
                 log.info("%s: stopping every output and exiting", signal.Signals(received).name)
             break
     finally:  # whatever happens in here, the outputs go off before the process ends
-        daemon.shutdown()
+        try:
+            daemon.shutdown()
+        except Exception as exc:  # a bug: say so on one line and exit non-zero, so systemd runs safe-stop
+            log.critical("shutdown failed: %r", exc)
+            return 1
     return 1 if daemon.failure else 0
 
 
@@ -87,16 +91,35 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+SAFE_STOP_DEADLINE = 5.0  # seconds; a pigpiod that accepts the connection but never answers must not hang us
+
+
 def safe_stop_command(args: argparse.Namespace) -> int:
     """Drive every configured output off without the daemon (systemd runs this after the daemon stops)."""
     config = _load(args.config)
     if config is None:
         return 1
     started = time.monotonic()
-    try:
-        done = safe_stop(config, "mock" if args.simulate else None)
-    except PinFactoryError as exc:
-        log.critical("safe-stop could not reach the hardware: %s", exc)
+    outcome: list[list[str] | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(safe_stop(config, "mock" if args.simulate else None))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="safe-stop", daemon=True)
+    worker.start()
+    worker.join(SAFE_STOP_DEADLINE)
+    if not outcome:
+        log.critical("safe-stop could not reach the hardware: no answer within %g s", SAFE_STOP_DEADLINE)
+        return 1
+    done = outcome[0]
+    if isinstance(done, PinFactoryError):
+        log.critical("safe-stop could not reach the hardware: %s", done)
+        return 1
+    if isinstance(done, BaseException):
+        log.critical("safe-stop failed: %r", done)
         return 1
     log.info("safe-stop: %d outputs off in %.1f ms (%s)", len(done), (time.monotonic() - started) * 1000,
              "; ".join(done) or "no motors configured")

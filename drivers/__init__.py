@@ -3,8 +3,8 @@
 from .base import WheeledBase
 from .errors import InvalidCommand, Unsupported
 from .motor import Motor
-from .pins import PinFactoryError, check_alive, open_factory
-from .rig import Resource, Rig, build, safe_stop
+from .pins import PinFactoryError, check_alive, disconnect, is_remote, open_factory, wait_for_hangup
+from .rig import Resource, Rig, StopFailed, build, safe_stop
 
 __all__ = [
     "InvalidCommand",
@@ -12,10 +12,14 @@ __all__ = [
     "PinFactoryError",
     "Resource",
     "Rig",
+    "StopFailed",
     "Unsupported",
     "WheeledBase",
     "build",
     "check_alive",
+    "disconnect",
+    "is_remote",
     "open_factory",
     "safe_stop",
+    "wait_for_hangup",
 ]

@@ -41,9 +41,9 @@ class WheeledBase:
     def set_velocity(self, mm_per_sec: float, degs_per_sec: float) -> None:
         """Drive at a linear (mm/s) and angular (deg/s, counter-clockwise positive) velocity until told otherwise."""
         check_finite(linear_y=mm_per_sec, angular_z=degs_per_sec)
+        left, right, _ = self._wheel_powers(mm_per_sec, degs_per_sec)  # may refuse: before anything changes
         with self._lock:
             self._cancel_motion()
-            left, right, _ = self._wheel_powers(mm_per_sec, degs_per_sec)
             self._drive(left, right)
 
     def move_straight(self, distance_mm: float, mm_per_sec: float) -> TimedMotion | None:
@@ -128,9 +128,14 @@ class WheeledBase:
                 self._off()
 
     def _off(self) -> bool:
+        """PWM off on every motor, then every bridge tidied; a motor that fails does not keep the rest on."""
         was_moving = self.is_moving()
-        for motor in self.motors:
-            motor.cut()
-        for motor in self.motors:
-            motor.release()
+        error: Exception | None = None
+        for step in [motor.cut for motor in self.motors] + [motor.release for motor in self.motors]:
+            try:
+                step()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
         return was_moving

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 
 from gpiozero import DigitalOutputDevice, PWMOutputDevice
 from gpiozero.pins import Factory
@@ -78,9 +79,10 @@ class Motor:
                 self._forward, self._backward = self._digital("a", pins.a), self._digital("b", pins.b)
         self._enables = [self._digital(role, pin, role == "en_high") for role, pin in
                          (("en_high", pins.en_high), ("en_low", pins.en_low)) if pin is not None]
-        pwm_device = self._speed or self._forward
-        assert pwm_device is not None
-        self.frequency = pwm_device.frequency  # what the backend really runs (pigpio rounds to what it allows)
+        pwm_device = self._speed if self._speed is not None else self._forward
+        assert isinstance(pwm_device, PWMOutputDevice)
+        # What the backend really runs: pigpio rounds pwm_freq to the nearest frequency it can do (900 -> 1000 Hz).
+        self.frequency: float | None = pwm_device.frequency
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -129,35 +131,53 @@ class Motor:
     def cut(self) -> None:
         """Set every PWM output to duty 0: the half of a stop that takes the power away."""
         with self._lock:
-            for output in self._outputs:
-                if output.pwm:
-                    self._fast.off(output)
+            self._off_each(output for output in self._outputs if output.pwm)
 
     def release(self) -> bool:
         """After cut(): direction pins low, enables inactive, any timed motion cancelled; True if it was moving."""
         with self._lock:
             was_moving = self._power != 0.0
             self._cancel_motion()
-            for output in self._outputs:
-                if not output.pwm:
-                    self._fast.off(output)
+            self._off_each(output for output in self._outputs if not output.pwm)
             self._power = 0.0
             return was_moving
 
     def force_off(self) -> None:
         """Drive every output off without waiting for the driver's lock (when stop() hung or failed)."""
-        for output in self._outputs:
-            self._fast.off(output)
+        self._off_each(self._outputs)
         self._power = 0.0
 
     def close(self) -> None:
-        """Stop, then release the pins (gpiozero makes them inputs: the driver board's pull-downs keep it off)."""
+        """Stop, then release the pins (gpiozero makes them inputs: the driver board's pull-downs keep it off).
+
+        Every pin is released even if the stop failed (the first error is raised after).
+        """
         with self._lock:
+            error: Exception | None = None
             if self._devices:
-                self.stop()
+                try:
+                    self.stop()
+                except Exception as exc:
+                    error = exc
             for device in reversed(self._devices):
-                device.close()
+                try:
+                    device.close()
+                except Exception as exc:
+                    error = error or exc
             self._devices.clear()
+            if error is not None:
+                raise error
+
+    def _off_each(self, outputs: Iterable[Output]) -> None:
+        """One off command per output, in order; an output that fails does not keep the rest on (raises after)."""
+        error: Exception | None = None
+        for output in outputs:
+            try:
+                self._fast.off(output)
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     # --- state ----------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import select
+import socket
+import struct
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -15,6 +18,18 @@ from gpiozero.pins import Factory
 
 class PinFactoryError(Exception):
     """The configured GPIO backend cannot be used; the message says why and what to do."""
+
+
+# A pigpiod that takes longer than this to answer one command is treated as gone: without a timeout a hung pigpiod
+# would hang every stop (and the health check) forever, and nothing would ever fail safe.
+COMMAND_TIMEOUT = 1.0
+
+_MODULES = {"pigpio": "pigpio", "lgpio": "lgpio", "rpigpio": "RPi.GPIO"}
+_INSTALL = {
+    "pigpio": "sudo apt install python3-pigpio, or pip install pigpio",
+    "lgpio": "sudo apt install python3-lgpio, or pip install lgpio",
+    "rpigpio": "sudo apt install python3-rpi.gpio, or pip install RPi.GPIO",
+}
 
 
 PinWatcher = Callable[[int, float], None]
@@ -39,8 +54,18 @@ def simulated_factory(on_change: PinWatcher | None = None) -> Factory:
     return MockFactory(pin_class=SimulatedPin)
 
 
-def open_factory(kind: str, host: str = "localhost", port: int = 8888, on_change: PinWatcher | None = None) -> Factory:
-    """Open exactly the pin factory asked for: never gpiozero's silent fallback to another one."""
+def open_factory(
+    kind: str,
+    host: str = "localhost",
+    port: int = 8888,
+    on_change: PinWatcher | None = None,
+    *,
+    timeout: float = COMMAND_TIMEOUT,
+) -> Factory:
+    """Open exactly the pin factory asked for: never gpiozero's silent fallback to another one.
+
+    On pigpio, every command on the factory's connection is bounded by `timeout` seconds.
+    """
     warnings.simplefilter("error", PinFactoryFallback)
     try:
         if kind == "mock":
@@ -49,7 +74,9 @@ def open_factory(kind: str, host: str = "localhost", port: int = 8888, on_change
             from gpiozero.pins.pigpio import PiGPIOFactory
 
             with contextlib.redirect_stdout(io.StringIO()):  # pigpio prints a banner when it cannot connect
-                return PiGPIOFactory(host=host, port=port)
+                factory = PiGPIOFactory(host=host, port=port)
+            bound_commands(factory.connection, timeout)
+            return factory
         if kind == "lgpio":
             from gpiozero.pins.lgpio import LGPIOFactory
 
@@ -60,6 +87,13 @@ def open_factory(kind: str, host: str = "localhost", port: int = 8888, on_change
             return RPiGPIOFactory()
     except PinFactoryError:
         raise
+    except ImportError as exc:
+        module = _MODULES.get(kind, kind)
+        if exc.name is None or not module.startswith(exc.name):
+            raise PinFactoryError(f"gpio.pin_factory {kind}: cannot load it ({exc})") from None
+        raise PinFactoryError(
+            f"gpio.pin_factory {kind}: the Python module {module} is not installed ({_INSTALL.get(kind, '')})"
+        ) from None
     except Exception as exc:
         hint = {
             "pigpio": f"cannot reach pigpiod at {host}:{port} ({exc}); is it running? (sudo systemctl start pigpiod)",
@@ -70,17 +104,80 @@ def open_factory(kind: str, host: str = "localhost", port: int = 8888, on_change
     raise PinFactoryError(f"gpio.pin_factory: unknown factory {kind!r}")
 
 
+def bound_commands(connection: Any, timeout: float) -> None:
+    """Make a pigpio connection's commands raise after `timeout` seconds instead of waiting forever."""
+    sock = getattr(getattr(connection, "sl", None), "s", None)
+    if isinstance(sock, socket.socket):
+        sock.settimeout(timeout)
+
+
+def is_remote(factory: Factory) -> bool:
+    """True for a factory whose GPIO backend is another process (pigpiod), which can go away on its own."""
+    return type(factory).__name__ == "PiGPIOFactory"
+
+
 def check_alive(factory: Factory) -> None:
     """Make one round trip to the GPIO backend; raise PinFactoryError if it is gone."""
-    connection = getattr(factory, "connection", None)
-    if connection is None:
+    if not is_remote(factory):
         return  # in-process factories cannot go away on their own
+    connection = getattr(factory, "connection", None)  # None once the connection was closed
     try:
+        if connection is None:
+            raise ConnectionError("the connection to pigpiod is closed")
         connection.get_current_tick()
-        if not connection.connected:
-            raise ConnectionError("disconnected")
     except Exception as exc:
-        raise PinFactoryError(f"lost the GPIO backend (pigpiod): {exc!r}") from None
+        raise PinFactoryError(f"lost the GPIO backend (pigpiod): {_describe(exc, connection)}") from None
+
+
+def _describe(exc: BaseException, connection: Any) -> str:
+    if isinstance(exc, TimeoutError):
+        sock = getattr(getattr(connection, "sl", None), "s", None)
+        timeout = sock.gettimeout() if isinstance(sock, socket.socket) else None
+        return f"pigpiod did not answer within {timeout or COMMAND_TIMEOUT:g} s"
+    if isinstance(exc, struct.error):  # pigpio read an empty reply
+        return "pigpiod closed the connection"
+    if isinstance(exc, OSError):
+        return f"the connection to pigpiod failed ({exc.strerror or exc})"
+    return repr(exc)
+
+
+def wait_for_hangup(factory: Factory, timeout: float) -> bool:
+    """Sleep up to `timeout` seconds, waking at once if pigpiod closes its end of the connection (True then).
+
+    A dying pigpiod closes its sockets, so this notices it within milliseconds, long before a periodic check would;
+    the sooner, the less CPU pigpio's notification thread burns spinning on its dead socket.
+    """
+    connection = getattr(factory, "connection", None)
+    sock = getattr(getattr(connection, "sl", None), "s", None)
+    if not isinstance(sock, socket.socket) or sock.fileno() < 0:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    try:
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    except (OSError, ValueError):
+        return True
+
+
+def disconnect(factory: Factory) -> None:
+    """Drop a pigpio connection whose pigpiod is gone, at once and without raising.
+
+    This ends pigpio's notification thread, which spins on its dead socket until told to stop, and leaves the factory
+    without a connection, so gpiozero's own close() calls later on become no-ops instead of failing on the socket.
+    """
+    connection = getattr(factory, "_connection", None)
+    if connection is not None:
+        stop_connection(connection)
+
+
+def stop_connection(connection: Any) -> None:
+    """`pigpio.pi.stop()` that also finishes when pigpiod is gone, and never raises."""
+    for _ in range(2):  # the first stop() raises once it tries to say goodbye on a dead socket; the second finishes
+        try:
+            connection.stop()
+            return
+        except Exception:  # a dead pigpiod: nothing to report, only to finish
+            continue
 
 
 class Output:

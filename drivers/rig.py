@@ -12,9 +12,17 @@ from rover_safety.config import Config, MotorConfig
 
 from .base import WheeledBase
 from .motor import Motor
-from .pins import PinFactoryError, open_factory
+from .pins import COMMAND_TIMEOUT, PinFactoryError, bound_commands, open_factory, stop_connection
 
 Resource = Motor | WheeledBase
+
+
+class StopFailed(Exception):
+    """Some resources could not be stopped (every other one was); the message names each and why."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{name}: {exc!r}" for name, exc in failures.items()))
 
 
 @dataclass
@@ -30,17 +38,43 @@ class Rig:
         return {**self.motors, **self.bases}
 
     def stop_all(self) -> list[str]:
-        """Stop every base, then every motor; the names of those that were moving."""
-        moving = [b.name for b in self.bases.values() if b.stop()]
-        return moving + [m.name for m in self.motors.values() if m.stop()]
+        """Stop every base, then every motor; the names of those that were moving.
+
+        A resource whose stop fails does not keep the others from being stopped: every one is tried, then StopFailed
+        names those that failed.
+        """
+        moving: list[str] = []
+        failures: dict[str, BaseException] = {}
+        resources: list[Resource] = [*self.bases.values(), *self.motors.values()]
+        for resource in resources:
+            try:
+                if resource.stop():
+                    moving.append(resource.name)
+            except Exception as exc:
+                failures[resource.name] = exc
+        if failures:
+            raise StopFailed(failures)
+        return moving
 
     def close(self, *, close_factory: bool = True) -> None:
-        """Stop everything, then release the pins."""
-        self.stop_all()
+        """Stop everything, then release the pins; every step is tried even if one fails (StopFailed after)."""
+        failures: dict[str, BaseException] = {}
+        try:
+            self.stop_all()
+        except StopFailed as exc:
+            failures.update(exc.failures)
         for motor in self.motors.values():
-            motor.close()
+            try:
+                motor.close()
+            except Exception as exc:
+                failures.setdefault(motor.name, exc)
         if close_factory:
-            self.factory.close()
+            try:
+                self.factory.close()
+            except Exception as exc:
+                failures["pin factory"] = exc
+        if failures:
+            raise StopFailed(failures)
 
 
 def build(config: Config, factory: Factory, only: set[str] | None = None) -> Rig:
@@ -72,30 +106,47 @@ def off_levels(motor: MotorConfig) -> Iterator[tuple[str, int, int]]:
         yield role, pin, 1 if role == "en_low" else 0
 
 
-def safe_stop(config: Config, factory_kind: str | None = None) -> list[str]:
+def pwm_roles(motor: MotorConfig) -> set[str]:
+    """The roles that carry PWM: both `a` and `b` in the a+b wiring, else `pwm`."""
+    return {"a", "b"} if motor.pins.wiring == "a+b" else {"pwm"}
+
+
+def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float = COMMAND_TIMEOUT) -> list[str]:
     """Drive every output of every configured motor off, without the daemon; returns what it did, line by line.
 
-    On pigpio this is one WRITE per pin on a fresh connection (pigpiod stops PWM on a pin it writes and makes it an
-    output), so it works whether the daemon is running, hung or dead. On other factories it opens the pins itself.
+    On pigpio this is one command per pin on a fresh connection, so it works whether the daemon is running, hung or
+    dead: duty 0 on each PWM pin (pigpiod makes the pin an output, low, still in PWM mode, so a daemon that is still
+    running can drive it again), a WRITE on every other pin. Each command is bounded by `timeout` seconds. On other
+    factories it opens the pins itself.
     """
     kind = factory_kind or config.pin_factory
     done: list[str] = []
     if kind == "pigpio":
         import pigpio
 
+        where = f"{config.pigpio_host}:{config.pigpio_port}"
         with contextlib.redirect_stdout(io.StringIO()):  # pigpio prints a banner when it cannot connect
             pi = pigpio.pi(config.pigpio_host, config.pigpio_port)
         if not pi.connected:
-            raise PinFactoryError(f"cannot reach pigpiod at {config.pigpio_host}:{config.pigpio_port}")
+            raise PinFactoryError(f"cannot reach pigpiod at {where} (is it running? sudo systemctl start pigpiod)")
+        bound_commands(pi, timeout)
         try:
-            for motor in config.motors:
-                for role, pin, level in off_levels(motor):
-                    pi.write(pin, level)
-                    done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
+            for power_first in (True, False):  # every PWM output to 0 first, as the daemon's stop does; then the rest
+                for motor in config.motors:
+                    pwm = pwm_roles(motor)
+                    for role, pin, level in off_levels(motor):
+                        if (role in pwm) != power_first:
+                            continue
+                        if role in pwm:
+                            pi.set_PWM_dutycycle(pin, 0)
+                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> duty 0")
+                        else:
+                            pi.write(pin, level)
+                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
         except Exception as exc:
-            raise PinFactoryError(f"lost pigpiod at {config.pigpio_host}:{config.pigpio_port}: {exc!r}") from None
+            raise PinFactoryError(f"lost pigpiod at {where} after {len(done)} outputs: {exc!r}") from None
         finally:
-            pi.stop()
+            stop_connection(pi)
         return done
     factory = open_factory(kind, config.pigpio_host, config.pigpio_port)
     for motor in config.motors:

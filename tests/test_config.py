@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from rover_safety.config import ConfigError, load, parse, parse_duration
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
@@ -100,7 +99,8 @@ def test_bad_durations(text):
         ("components:\n  - name: m\n    type: motor\n    model: gpio\n", 2, "components[m].attributes.pins",
          "needs a wiring"),
         ("components:\n  - type: motor\n", 2, "components[0].name", "is required"),
-        ("network:\n  bind_address: a:1\n  bind_address: b:2\n", 3, "bind_address", "duplicate key (first set on line 2)"),
+        ("network:\n  bind_address: a:1\n  bind_address: b:2\n", 3, "bind_address",
+         "duplicate key (first set on line 2)"),
         ("network: [1\n", 2, "", "not valid YAML"),
         ("- just\n- a list\n", 1, "", "must be a mapping"),
     ],

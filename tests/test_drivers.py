@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from rover_safety.config import BaseConfig, MotorConfig, MotorPins
 from rover_safety.drivers import InvalidCommand, Motor, Unsupported, WheeledBase, open_factory
 from rover_safety.drivers.rig import off_levels

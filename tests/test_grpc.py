@@ -7,7 +7,6 @@ import time
 
 import grpc
 import pytest
-
 from rover_safety.api import (
     base_pb2,
     base_pb2_grpc,

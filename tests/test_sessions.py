@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from rover_safety.daemon.sessions import (
     NIL,
     NoSession,

@@ -1,5 +1,4 @@
 import grpc
-
 from rover_safety.api import robot_pb2, robot_pb2_grpc
 
 
