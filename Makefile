@@ -29,6 +29,7 @@ typecheck: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_stop.py
+	$(BIN)/python benchmarks/bench_stop_path.py
 
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py

@@ -43,7 +43,7 @@ HIL_PORT = int(os.environ.get("ROVER_SAFETY_PIGPIO_PORT", "8888"))
 
 # The example config's motors (config/example.yaml): left is a+b+pwm, right is dir+pwm.
 LEFT = {"a": 17, "b": 27, "pwm": 22}
-RIGHT = {"dir": 5, "pwm": 6}
+RIGHT = {"dir": 26, "pwm": 19}
 EXAMPLE_PINS = {**{f"left.{r}": p for r, p in LEFT.items()}, **{f"right.{r}": p for r, p in RIGHT.items()}}
 # A third motor on the a+b wiring with both enables, appended to the example config by `with_aux()`.
 AUX = {"a": 20, "b": 21, "en_high": 13, "en_low": 16}
@@ -54,7 +54,7 @@ AUX_COMPONENT = """  - name: aux
 """
 ALL_MOTOR_PINS = {**EXAMPLE_PINS, **{f"aux.{r}": p for r, p in AUX.items()}}
 # Pins any HIL test drives (docs/HARDWARE.md lists them): reset to inputs after each hardware test.
-ALL_TEST_PINS = (5, 6, 13, 16, 17, 20, 21, 22, 23, 24, 27)
+ALL_TEST_PINS = (5, 6, 13, 16, 17, 19, 20, 21, 22, 23, 24, 26, 27)
 INPUT, OUTPUT = pigpio.INPUT, pigpio.OUTPUT
 
 

@@ -19,7 +19,7 @@ from rover_safety.api import (
     safety_pb2_grpc,
 )
 
-LEFT_PWM, RIGHT_PWM, LEFT_A = 22, 6, 17
+LEFT_PWM, RIGHT_PWM, LEFT_A = 22, 19, 17
 
 
 class Client:

@@ -107,15 +107,15 @@ def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon
         client.set_power("right", -0.4)
         assert gpio.read(22) == Out(OUTPUT, 1, approx(0.6))
         assert (gpio.read(17), gpio.read(27)) == (Out(OUTPUT, 1, None), Out(OUTPUT, 0, None))  # a high: forward
-        assert (gpio.read(6), gpio.read(5)) == (Out(OUTPUT, 1, approx(0.4)), Out(OUTPUT, 0, None))  # reverse
+        assert (gpio.read(19), gpio.read(26)) == (Out(OUTPUT, 1, approx(0.4)), Out(OUTPUT, 0, None))  # reverse
         for _ in range(8):  # 8 x window/5 = 0.48 s of heartbeats, well past one window
             time.sleep(window / 5)
             sent = time.monotonic()
             client.heartbeat()
             answered = time.monotonic()
         assert gpio.duty_now(22) == approx(0.6), "stopped although heartbeats were on time"
-        assert gpio.duty_now(6) == approx(0.4)
-        off = gpio.off_windows([22, 6], since=answered, timeout=3)
+        assert gpio.duty_now(19) == approx(0.4)
+        off = gpio.off_windows([22, 19], since=answered, timeout=3)
         for pin, (earliest, latest) in off.items():
             assert earliest >= sent + window, f"GPIO{pin} went off {1000 * (sent + window - earliest):.1f} ms early"
             late = latest - (answered + window)
@@ -143,8 +143,8 @@ def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(emula
             other.heartbeat()
             time.sleep(0.03)
         time.sleep(0.02)
-        assert emulated.duty_now(6) == approx(0.5)
-        stop = [c for c in emulated.commands_since(t) if c.cmd != Cmd.TICK and c.p1 in (22, 17, 27, 5, 6)]
+        assert emulated.duty_now(19) == approx(0.5)
+        stop = [c for c in emulated.commands_since(t) if c.cmd != Cmd.TICK and c.p1 in (22, 17, 27, 26, 19)]
         assert [(c.name, c.p1, c.p2) for c in stop] == [("PWM", 22, 0), ("WRITE", 17, 0), ("WRITE", 27, 0)]
         assert stop[-1].t - stop[0].t < 0.02
     finally:
@@ -259,14 +259,14 @@ def test_pwm_frequency_is_what_pigpio_runs(gpio: Gpio, pigpio_factory: Any, aske
 
 def test_startup_logs_the_effective_pwm_frequency(gpio: Gpio, make_daemon: Any, records: Records) -> None:
     text = pigpio_config(gpio).replace("pwm_freq: 800", "pwm_freq: 900")
-    text = text.replace("attributes: {pins: {dir: 5, pwm: 6}, max_rpm: 120}",
-                        "attributes: {pins: {dir: 5, pwm: 6}, max_rpm: 120, pwm_freq: 45}")
+    text = text.replace("attributes: {pins: {dir: 26, pwm: 19}, max_rpm: 120}",
+                        "attributes: {pins: {dir: 26, pwm: 19}, max_rpm: 120, pwm_freq: 45}")
     make_daemon(text)
     lines = [m for m in records.messages(logging.INFO) if m.startswith("motor ")]
     assert lines[0].startswith("motor left: a+b+pwm, PWM 1000 Hz"), lines
     assert "pwm_freq 900 Hz" in lines[0]
     assert lines[1].startswith("motor right: dir+pwm, PWM 50 Hz"), lines
-    assert gpio.frequency(22) == 1000 and gpio.frequency(6) == 50
+    assert gpio.frequency(22) == 1000 and gpio.frequency(19) == 50
 
 
 # --- the stop path is short -------------------------------------------------------------------------------------------

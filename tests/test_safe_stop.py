@@ -73,8 +73,8 @@ def safe_stop(config: Path, gpio: Gpio) -> float:
         # one command per output, every PWM one first (besides connecting, and a live daemon's health checks)
         sent = [c for c in gpio.commands_since(started) if c.cmd not in (Cmd.BR1, Cmd.NOIB, Cmd.NC, Cmd.TICK)]
         assert [(c.name, c.p1, c.p2) for c in sent] == [
-            ("PWM", 22, 0), ("PWM", 6, 0), ("PWM", 20, 0), ("PWM", 21, 0),
-            ("WRITE", 17, 0), ("WRITE", 27, 0), ("WRITE", 5, 0), ("WRITE", 13, 0), ("WRITE", 16, 1),
+            ("PWM", 22, 0), ("PWM", 19, 0), ("PWM", 20, 0), ("PWM", 21, 0),
+            ("WRITE", 17, 0), ("WRITE", 27, 0), ("WRITE", 26, 0), ("WRITE", 13, 0), ("WRITE", 16, 1),
         ]
         connected = next(c.t for c in gpio.commands_since(started) if c.cmd == Cmd.BR1)
         assert sent[-1].t - connected < 0.1, "from connecting to the last output off"
@@ -96,7 +96,7 @@ def test_safe_stop_after_the_daemon_was_killed(gpio: Gpio, tmp_path: Path) -> No
             client.close()
     # as real pigpiod would, the (emulated) pigpiod keeps generating PWM for the dead daemon
     assert gpio.read(22).duty == pytest.approx(0.6)
-    assert gpio.read(6).duty == pytest.approx(0.5)
+    assert gpio.read(19).duty == pytest.approx(0.5)
     assert gpio.read(20).duty == pytest.approx(0.7)
     safe_stop(config, gpio)
     assert_all_off(gpio, ALL_MOTOR_PINS)
@@ -118,7 +118,7 @@ def test_safe_stop_while_the_daemon_runs(gpio: Gpio, tmp_path: Path) -> None:
             client.set_power("left", 0.4)  # the same session, still live: motion calls count as heartbeats
             client.motor.SetPower(motor_pb2.SetPowerRequest(name="right", power_pct=0.3), metadata=client.md,
                                   timeout=5)
-            assert gpio.read(22).duty == pytest.approx(0.4) and gpio.read(6).duty == pytest.approx(0.3)
+            assert gpio.read(22).duty == pytest.approx(0.4) and gpio.read(19).duty == pytest.approx(0.3)
             assert gpio.wait(lambda: gpio.duty_now(22) == 0 and gpio.duty_now(6) == 0, timeout=5), "no lapse stop"
             daemon.wait_line(" expired: ", timeout=5)
             assert "ERROR" not in daemon.text and "CRITICAL" not in daemon.text, daemon.text

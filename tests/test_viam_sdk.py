@@ -31,7 +31,7 @@ REPLY_TIMEOUT = 15.0  # for any one reply of the client, connecting included
 
 # BCM pins of config/example.yaml: left is a+b+pwm, right is dir+pwm
 LEFT_A, LEFT_B, LEFT_PWM = 17, 27, 22
-RIGHT_DIR, RIGHT_PWM = 5, 6
+RIGHT_DIR, RIGHT_PWM = 26, 19
 ALL_PINS = (LEFT_A, LEFT_B, LEFT_PWM, RIGHT_DIR, RIGHT_PWM)
 
 
