@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from rover_safety.config import BaseConfig
 
 from .errors import InvalidCommand, Unsupported
-from .motion import TimedMotion
+from .motion import MotionSlot, TimedMotion
 from .motor import Motor, check_finite
 
 
@@ -22,7 +22,7 @@ class WheeledBase:
         self.left, self.right = list(left), list(right)
         self.motors = self.left + self.right
         self._lock = threading.RLock()
-        self._motion: TimedMotion | None = None
+        self._timed = MotionSlot(self._lock, self._off)
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ class WheeledBase:
         left, right = linear_y - angular_z, linear_y + angular_z
         scale = max(1.0, abs(left), abs(right))
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             self._drive(left / scale, right / scale)
 
     def set_velocity(self, mm_per_sec: float, degs_per_sec: float) -> None:
@@ -43,7 +43,7 @@ class WheeledBase:
         check_finite(linear_y=mm_per_sec, angular_z=degs_per_sec)
         left, right, _ = self._wheel_powers(mm_per_sec, degs_per_sec)  # may refuse: before anything changes
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             self._drive(left, right)
 
     def move_straight(self, distance_mm: float, mm_per_sec: float) -> TimedMotion | None:
@@ -54,7 +54,7 @@ class WheeledBase:
         if mm_per_sec == 0:
             raise InvalidCommand("mm_per_sec must not be 0 for a non-zero distance")
         speed = math.copysign(abs(mm_per_sec), distance_mm)
-        return self._timed(abs(distance_mm / mm_per_sec), *self._wheel_powers(speed, 0.0))
+        return self._drive_for(abs(distance_mm / mm_per_sec), *self._wheel_powers(speed, 0.0))
 
     def spin(self, angle_deg: float, degs_per_sec: float) -> TimedMotion | None:
         check_finite(angle_deg=angle_deg, degs_per_sec=degs_per_sec)
@@ -64,12 +64,12 @@ class WheeledBase:
         if degs_per_sec == 0:
             raise InvalidCommand("degs_per_sec must not be 0 for a non-zero angle")
         rate = math.copysign(abs(degs_per_sec), angle_deg)
-        return self._timed(abs(angle_deg / degs_per_sec), *self._wheel_powers(0.0, rate))
+        return self._drive_for(abs(angle_deg / degs_per_sec), *self._wheel_powers(0.0, rate))
 
     def stop(self) -> bool:
         """Cut power on every motor's PWM first, then tidy each bridge; True if anything was moving."""
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             return self._off()
 
     def force_off(self) -> None:
@@ -107,25 +107,13 @@ class WheeledBase:
             for motor in motors:
                 motor.set_power(power)
 
-    def _timed(self, duration: float, left: float, right: float, slowdown: float) -> TimedMotion:
+    def _drive_for(self, duration: float, left: float, right: float, slowdown: float) -> TimedMotion:
         """Drive for `duration` seconds, stretched by `slowdown` when the wheels could not go as fast as asked."""
         duration *= slowdown
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             self._drive(left, right)
-            self._motion = TimedMotion(duration, self._end_motion).start()
-            return self._motion
-
-    def _cancel_motion(self) -> None:
-        if self._motion is not None:
-            self._motion.cancel()
-            self._motion = None
-
-    def _end_motion(self, motion: TimedMotion) -> None:
-        with self._lock:
-            if self._motion is motion:
-                self._motion = None
-                self._off()
+            return self._timed.start(duration)
 
     def _off(self) -> bool:
         """PWM off on every motor, then every bridge tidied; a motor that fails does not keep the rest on."""

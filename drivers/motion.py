@@ -40,3 +40,29 @@ class TimedMotion:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the motion to end; True if it ran its course, False if cancelled or still running."""
         return self._done.wait(timeout) and not self.cancelled
+
+
+class MotionSlot:
+    """A driver's one timed motion at a time: a newer command or a stop cancels it; its end calls `stop`."""
+
+    def __init__(self, lock: threading.RLock, stop: Callable[[], object]) -> None:
+        self._lock = lock
+        self._stop = stop
+        self._current: TimedMotion | None = None
+
+    def start(self, duration: float) -> TimedMotion:
+        """Start timing a motion whose outputs the caller has just set (holding the lock)."""
+        self.cancel()
+        self._current = TimedMotion(duration, self._ended).start()
+        return self._current
+
+    def cancel(self) -> None:
+        if self._current is not None:
+            self._current.cancel()
+            self._current = None
+
+    def _ended(self, motion: TimedMotion) -> None:
+        with self._lock:
+            if self._current is motion:
+                self._current = None
+                self._stop()

@@ -11,7 +11,7 @@ from gpiozero.pins import Factory
 from rover_safety.config import MotorConfig
 
 from .errors import InvalidCommand, Unsupported
-from .motion import TimedMotion
+from .motion import MotionSlot, TimedMotion
 from .pins import Output, Outputs, outputs_for
 
 STOP_BELOW = 0.01  # |power| at or below this is a stop
@@ -37,7 +37,7 @@ class Motor:
         self._fast = outputs or outputs_for(factory)
         self._lock = threading.RLock()
         self._power = 0.0  # signed duty applied now
-        self._motion: TimedMotion | None = None
+        self._timed = MotionSlot(self._lock, self.stop)
         self._devices: list[DigitalOutputDevice | PWMOutputDevice] = []
         try:
             self._build(factory)
@@ -92,7 +92,7 @@ class Motor:
         if not -1.0 <= power <= 1.0:
             raise InvalidCommand(f"power_pct must be between -1 and 1, not {power:g}")
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             self._apply(power)
 
     def set_rpm(self, rpm: float) -> None:
@@ -111,10 +111,9 @@ class Motor:
         assert self.config.max_rpm is not None
         duration = abs(revolutions) / (abs(power) * self.config.max_rpm) * 60.0
         with self._lock:
-            self._cancel_motion()
+            self._timed.cancel()
             self._apply(math.copysign(power, revolutions))
-            self._motion = TimedMotion(duration, self._end_motion).start()
-            return self._motion
+            return self._timed.start(duration)
 
     def go_to(self) -> None:
         raise Unsupported(f"motor {self.name!r} has no encoder, so it cannot go to a position")
@@ -137,7 +136,7 @@ class Motor:
         """After cut(): direction pins low, enables inactive, any timed motion cancelled; True if it was moving."""
         with self._lock:
             was_moving = self._power != 0.0
-            self._cancel_motion()
+            self._timed.cancel()
             self._off_each(output for output in self._outputs if not output.pwm)
             self._power = 0.0
             return was_moving
@@ -195,17 +194,6 @@ class Motor:
         if self.config.max_rpm is None:
             raise Unsupported(f"motor {self.name!r} has no max_rpm configured, so it cannot be driven by rpm")
         return max(-1.0, min(1.0, rpm / self.config.max_rpm))
-
-    def _cancel_motion(self) -> None:
-        if self._motion is not None:
-            self._motion.cancel()
-            self._motion = None
-
-    def _end_motion(self, motion: TimedMotion) -> None:
-        with self._lock:
-            if self._motion is motion:
-                self._motion = None
-                self.stop()
 
     def _apply(self, power: float) -> None:
         if abs(power) <= STOP_BELOW:
