@@ -88,3 +88,21 @@ def make_daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
     factory = DaemonFactory(tmp_path)
     yield factory
     factory.close()
+
+
+@pytest.fixture(params=["emulator", pytest.param("hardware", marks=pytest.mark.hardware)])
+def gpio(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The pigpio backend under test: the emulator, or (ROVER_SAFETY_HIL=1, on a Pi) the real pigpiod."""
+    from hil_fixtures import gpio_backend
+
+    with gpio_backend(request.param) as backend:
+        yield backend
+
+
+@pytest.fixture
+def emulated():  # type: ignore[no-untyped-def]
+    """Always the emulator: for what only it can show (its command log, a pigpiod that dies or hangs)."""
+    from hil_fixtures import gpio_backend
+
+    with gpio_backend("emulator") as backend:
+        yield backend

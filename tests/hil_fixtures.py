@@ -23,18 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pigpio
 from conftest import example_config
 from pigpiod_emulator import Cmd, Command, PigpiodEmulator
-from rover_safety.api import (
-    base_pb2_grpc,
-    motor_pb2,
-    motor_pb2_grpc,
-    robot_pb2,
-    robot_pb2_grpc,
-    safety_pb2_grpc,
-)
 
 TESTS = Path(__file__).parent
 HIL = os.environ.get("ROVER_SAFETY_HIL") == "1"
@@ -311,36 +302,10 @@ def connection_closed_at(gpio: Gpio, since: float) -> float | None:
     return next((c.t for c in gpio.commands_since(since) if c.cmd == Cmd.NC), None)
 
 
-# --- gRPC -----------------------------------------------------------------------------------------
-
-
-class Client:
-    """A plain gRPC client of one daemon, with the session id to attach to monitored calls."""
-
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.robot = robot_pb2_grpc.RobotServiceStub(self.channel)
-        self.motor = motor_pb2_grpc.MotorServiceStub(self.channel)
-        self.base = base_pb2_grpc.BaseServiceStub(self.channel)
-        self.safety = safety_pb2_grpc.SafetyServiceStub(self.channel)
-        self.sid = ""
-
-    def start(self) -> str:
-        self.sid = self.robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5).id
-        return self.sid
-
-    def heartbeat(self) -> None:
-        self.robot.SendSessionHeartbeat(robot_pb2.SendSessionHeartbeatRequest(id=self.sid), timeout=5)
-
-    @property
-    def md(self) -> tuple[tuple[str, str], ...]:
-        return (("viam-sid", self.sid),) if self.sid else ()
-
-    def set_power(self, name: str, power: float) -> None:
-        self.motor.SetPower(motor_pb2.SetPowerRequest(name=name, power_pct=power), metadata=self.md, timeout=5)
-
-    def close(self) -> None:
-        self.channel.close()
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rover.yaml"
+    path.write_text(text)
+    return path
 
 
 # --- `rover-safety` as a process ---------------------------------------------------------------------

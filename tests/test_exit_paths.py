@@ -9,53 +9,31 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_client import Client
 from hil_fixtures import (
     EXAMPLE_PINS,
     LEFT,
     RIGHT,
-    Client,
     Gpio,
     Served,
     assert_off_before,
     assert_off_or_released,
     connection_closed_at,
-    gpio_backend,
     no_traceback,
     nowhere_config,
     on_raspberry_pi,
     pigpio_config,
     rover_safety,
     served,
+    write_config,
 )
 from rover_safety.api import motor_pb2
 
 pytestmark = pytest.mark.timeout(90)
-
-BACKENDS = ["emulator", pytest.param("hardware", marks=pytest.mark.hardware)]
-
-
-@pytest.fixture(params=BACKENDS)
-def gpio(request: pytest.FixtureRequest) -> Iterator[Gpio]:
-    with gpio_backend(request.param) as g:
-        yield g
-
-
-@pytest.fixture
-def emulated() -> Iterator[Gpio]:
-    with gpio_backend("emulator") as g:
-        yield g
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "rover.yaml"
-    path.write_text(text)
-    return path
-
 
 def drive(daemon: Served, gpio: Gpio) -> Client:
     client = Client(daemon.port)

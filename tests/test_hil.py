@@ -17,17 +17,16 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from grpc_client import Client
 from hil_fixtures import (
     EXAMPLE_PINS,
     INPUT,
     OUTPUT,
-    Client,
     Gpio,
     Out,
     assert_all_off,
     first_off,
     free_port,
-    gpio_backend,
     on_raspberry_pi,
     pigpio_config,
 )
@@ -39,21 +38,6 @@ from rover_safety.drivers import Motor, PinFactoryError, open_factory
 pytestmark = pytest.mark.timeout(60)
 
 LATE = 0.2  # seconds after the deadline: generous, see the lapse test
-
-BACKENDS = ["emulator", pytest.param("hardware", marks=pytest.mark.hardware)]
-
-
-@pytest.fixture(params=BACKENDS)
-def gpio(request: pytest.FixtureRequest) -> Iterator[Gpio]:
-    with gpio_backend(request.param) as g:
-        yield g
-
-
-@pytest.fixture
-def emulated() -> Iterator[Gpio]:
-    with gpio_backend("emulator") as g:
-        yield g
-
 
 class Records(logging.Handler):
     """The daemon's log records (its logger does not propagate once the CLI has set it up)."""

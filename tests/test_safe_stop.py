@@ -8,44 +8,28 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from grpc_client import Client
 from hil_fixtures import (
     ALL_MOTOR_PINS,
     OUTPUT,
-    Client,
     Gpio,
     Out,
     assert_all_off,
-    gpio_backend,
     no_traceback,
     nowhere_config,
     pigpio_config,
     rover_safety,
     served,
     with_aux,
+    write_config,
 )
 from pigpiod_emulator import Cmd
 from rover_safety.api import motor_pb2
 
 pytestmark = pytest.mark.timeout(90)
-
-BACKENDS = ["emulator", pytest.param("hardware", marks=pytest.mark.hardware)]
-
-
-@pytest.fixture(params=BACKENDS)
-def gpio(request: pytest.FixtureRequest) -> Iterator[Gpio]:
-    with gpio_backend(request.param) as g:
-        yield g
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "rover.yaml"
-    path.write_text(text)
-    return path
-
 
 def drive_everything(client: Client) -> None:
     client.start()
