@@ -61,6 +61,8 @@ class Daemon:
         self._on_fatal = on_fatal  # wakes whoever runs the daemon (the CLI's main thread) to shut it down
         self._health_stop = threading.Event()
         self._backend_lost = False
+        self._last_status = ""
+        self._status_lock = threading.Lock()  # not self._lock: session events arrive while a reload holds that
         self.rig: Rig | None = None
         self.server: grpc.Server | None = None
         self.port = 0
@@ -167,9 +169,23 @@ class Daemon:
         count = len(self.sessions.all()) if hasattr(self, "sessions") else 0
         return f"{count} session{'s' if count != 1 else ''}; moving: {', '.join(moving) or 'nothing'}"
 
+    def refresh_status(self) -> None:
+        """Tell systemd the summary (STATUS=) when it changed: after session events and commands that move or stop.
+
+        Computed on the gRPC or stop threads, never in the deadline loop; nothing at all outside systemd.
+        """
+        if not notify.enabled():
+            return
+        text = self.status()
+        with self._status_lock:
+            if text == self._last_status:
+                return
+            self._last_status = text
+        notify.status(text)
+
     def _on_session_event(self, event: SessionEvent) -> None:
         journal.session_event(event)
-        notify.status(self.status())
+        self.refresh_status()
 
     # --- the GPIO backend -----------------------------------------------------------------------
 

@@ -46,15 +46,33 @@ def setup(verbose: bool = False) -> None:
             from systemd.journal import JournalHandler
 
             handler = JournalHandler(SYSLOG_IDENTIFIER="rover-safety")
-        except ImportError:
+        except ImportError:  # systemd-python missing: plain lines, with the priority as journald's "<N>" prefix
             handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("<%(levelno)d>%(message)s"))
+            handler.setFormatter(PriorityPrefixFormatter())
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+
+
+# syslog priorities (sd-daemon.h) of the logging levels: an expiry that stopped something moving is a warning (4),
+# a failed stop critical (2). A "<N>" prefix on a line of stderr sets the entry's PRIORITY when stderr is journald.
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def priority(levelno: int) -> int:
+    """The syslog priority of a logging level (levels between the standard ones round up to the next)."""
+    return next((p for level, p in sorted(PRIORITIES.items()) if levelno <= level), 2)
+
+
+class PriorityPrefixFormatter(logging.Formatter):
+    """``<4>message``: journald reads the priority off each line (a bare level number would not do: "<40>" is
+    priority 0, emergency, with facility 5)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{priority(record.levelno)}>{super().format(record)}"
 
 
 def _ms(seconds: float) -> str:

@@ -16,6 +16,11 @@ if os.environ.get("NOTIFY_SOCKET"):
         _send = None
 
 
+def enabled() -> bool:
+    """True when running under systemd with a notify socket (worth computing a STATUS= line for)."""
+    return _send is not None
+
+
 def _notify(message: str) -> None:
     if _send is not None:
         _send(message)
@@ -47,4 +52,5 @@ def reloading() -> None:
 
 
 def stopping() -> None:
-    _notify("STOPPING=1")
+    """Sent once every output is off; `systemctl status` shows it until the process is gone."""
+    _notify("STOPPING=1\nSTATUS=stopping: every output off")

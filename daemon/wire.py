@@ -47,6 +47,9 @@ class App(Protocol):
 
     def fatal(self, reason: str, exc: BaseException | None = None) -> None: ...
 
+    def refresh_status(self) -> None:
+        """Update the service manager's one-line status after something moved or stopped."""
+
 
 class _Abort(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
@@ -127,7 +130,10 @@ class _Servicer:
         if refused:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, f"motion refused: {refused}")
         with session_context(self._session(context)):
-            motion = self.app.sessions.run_monitored(name, lambda: command(resource))
+            try:
+                motion = self.app.sessions.run_monitored(name, lambda: command(resource))
+            finally:
+                self.app.refresh_status()
         if motion is not None:
             # A client that goes away mid-motion must not leave it running until its session lapses.
             def stop_if_abandoned() -> None:
@@ -135,7 +141,10 @@ class _Servicer:
                     resource.stop()
 
             context.add_callback(stop_if_abandoned)
-            motion.wait()
+            try:
+                motion.wait()
+            finally:
+                self.app.refresh_status()
 
 
 class RobotService(_Servicer, robot_pb2_grpc.RobotServiceServicer):
@@ -181,6 +190,7 @@ class RobotService(_Servicer, robot_pb2_grpc.RobotServiceServicer):
     @handler
     def StopAll(self, request: Any, context: grpc.ServicerContext) -> robot_pb2.StopAllResponse:
         moving = self.app.stop_all()
+        self.app.refresh_status()
         log.info("StopAll from %s: stopped everything (moving: %s)", context.peer(), ", ".join(moving) or "nothing")
         return robot_pb2.StopAllResponse()
 
@@ -224,6 +234,7 @@ class MotorService(_Servicer, motor_pb2_grpc.MotorServiceServicer):
     @handler
     def Stop(self, request: Any, context: grpc.ServicerContext) -> motor_pb2.StopResponse:
         self._find(request.name, Motor, context).stop()
+        self.app.refresh_status()
         return motor_pb2.StopResponse()
 
     @handler
@@ -266,6 +277,7 @@ class BaseService(_Servicer, base_pb2_grpc.BaseServiceServicer):
     @handler
     def Stop(self, request: Any, context: grpc.ServicerContext) -> base_pb2.StopResponse:
         self._find(request.name, WheeledBase, context).stop()
+        self.app.refresh_status()
         return base_pb2.StopResponse()
 
     @handler

@@ -1,66 +1,153 @@
 #!/usr/bin/env bash
 # Install or uninstall rover-safety as a systemd service on a rover (Raspberry Pi OS / Debian). Run as root:
-#   sudo systemd/install.sh            install (or upgrade) and enable --now
-#   sudo systemd/install.sh --uninstall  remove the service and the venv; keep /etc/rover-safety and the user
+#   sudo systemd/install.sh               install (or upgrade): package, unit, catalog, user, default config; enable
+#                                         and (re)start the service
+#   sudo systemd/install.sh --no-start    the same, but only enable it (it starts at the next boot)
+#   sudo systemd/install.sh --uninstall   remove the service, the catalog and the venv; keep the config and the user
+#   sudo systemd/install.sh --user-only   only create the rover-safety user and the gpio group
+#
+# An existing $ROVER_SAFETY_CONF_DIR/config.yaml is never overwritten. The locations can be moved with these
+# environment variables (deliberately not plain PREFIX etc., which a build environment may export):
+#   ROVER_SAFETY_PREFIX   (/opt/rover-safety)        the README, and the venv unless ROVER_SAFETY_VENV is given
+#   ROVER_SAFETY_VENV     ($PREFIX/venv)             an existing venv with rover-safety installed is used as is
+#                                                     (no pip); otherwise one is made from ROVER_SAFETY_PYTHON
+#   ROVER_SAFETY_PYTHON   (/usr/bin/python3)         the system's Python: a venv made from a Python under /root or
+#                                                     /home cannot be run by the service user (nor under ProtectHome=)
+#   ROVER_SAFETY_CONF_DIR (/etc/rover-safety)
+#   ROVER_SAFETY_UNIT_DIR (/etc/systemd/system)      under /run the unit is enabled with --runtime
+#   ROVER_SAFETY_CATALOG_DIR (/usr/lib/systemd/catalog)  journalctl --update-catalog reads only this directory
+# The unit's ExecStart=/ExecStopPost= paths and --config are rewritten to match.
 set -euo pipefail
 
-PREFIX=/opt/rover-safety
-CONF_DIR=/etc/rover-safety
-UNIT_DIR=/etc/systemd/system
-CATALOG_DIR=/usr/lib/systemd/catalog
+PREFIX=${ROVER_SAFETY_PREFIX:-/opt/rover-safety}
+VENV=${ROVER_SAFETY_VENV:-$PREFIX/venv}
+PYTHON=${ROVER_SAFETY_PYTHON:-/usr/bin/python3}
+CONF_DIR=${ROVER_SAFETY_CONF_DIR:-/etc/rover-safety}
+UNIT_DIR=${ROVER_SAFETY_UNIT_DIR:-/etc/systemd/system}
+CATALOG_DIR=${ROVER_SAFETY_CATALOG_DIR:-/usr/lib/systemd/catalog}
+UNIT=rover-safety.service
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 say() { printf 'rover-safety install: %s\n' "$*"; }
-[ "$(id -u)" = 0 ] || { echo "run as root (sudo $0 $*)" >&2; exit 1; }
+die() { printf 'rover-safety install: %s\n' "$*" >&2; exit 1; }
 
-if [ "${1:-}" = "--uninstall" ]; then
-    systemctl disable --now rover-safety.service 2>/dev/null || true
-    rm -f "$UNIT_DIR/rover-safety.service" "$CATALOG_DIR/rover-safety.catalog"
-    rm -rf "$UNIT_DIR/rover-safety.service.d" "$PREFIX"
+mode=install
+start=yes
+for arg in "$@"; do
+    case $arg in
+        --uninstall) mode=uninstall ;;
+        --user-only) mode=user ;;
+        --no-start) start=no ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (see $0 --help)" ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
+
+# A unit in /run disappears at reboot, and so must its enablement (systemctl refuses anything else there).
+runtime=()
+case $UNIT_DIR in /run/*) runtime=(--runtime) ;; esac
+
+update_catalog() {
+    # journalctl -x explains each rover-safety event from this database; it only ever reads the standard directory.
+    if [ "$CATALOG_DIR" = /usr/lib/systemd/catalog ]; then
+        journalctl --update-catalog || say "warning: journalctl --update-catalog failed"
+    else
+        say "catalog left in $CATALOG_DIR: journalctl -x reads only /usr/lib/systemd/catalog"
+    fi
+}
+
+create_user() {
+    # A system user with no login and no home, in the gpio group (which owns /dev/gpiochip* on Raspberry Pi OS).
+    getent group gpio >/dev/null || groupadd --system gpio
+    getent group rover-safety >/dev/null || groupadd --system rover-safety
+    id rover-safety >/dev/null 2>&1 || useradd --system --gid rover-safety --groups gpio --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin rover-safety
+    id -nG rover-safety | tr ' ' '\n' | grep -qx gpio || usermod -a -G gpio rover-safety
+}
+
+if [ "$mode" = user ]; then
+    create_user
+    say "user rover-safety (groups: $(id -nG rover-safety)) is ready"
+    exit 0
+fi
+
+if [ "$mode" = uninstall ]; then
+    systemctl disable "${runtime[@]}" --now "$UNIT" 2>/dev/null || true  # ExecStopPost drives every output off
+    rm -f "$UNIT_DIR/$UNIT" "$CATALOG_DIR/rover-safety.catalog"
+    rm -rf "$UNIT_DIR/$UNIT.d"
+    # Only what this script put there: never `rm -rf $PREFIX`, and never a venv it did not make.
+    [ "$VENV" != "$PREFIX/venv" ] || rm -rf "$PREFIX/venv"
+    rm -f "$PREFIX/README.md"
+    rmdir "$PREFIX" 2>/dev/null || true
     systemctl daemon-reload
-    journalctl --update-catalog || true
+    update_catalog
     say "removed; $CONF_DIR and the rover-safety user are kept"
     exit 0
 fi
 
-# A system user with no login and no home, in the gpio group (which owns /dev/gpiochip* on Raspberry Pi OS).
-getent group gpio >/dev/null || groupadd --system gpio
-getent group rover-safety >/dev/null || groupadd --system rover-safety
-id rover-safety >/dev/null 2>&1 || useradd --system --gid rover-safety --groups gpio --no-create-home \
-    --home-dir /nonexistent --shell /usr/sbin/nologin rover-safety
-usermod -a -G gpio rover-safety
+create_user
 
-say "installing the package into $PREFIX/venv"
-python3 -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install -q --upgrade pip
-"$PREFIX/venv/bin/pip" install -q "$SRC[systemd]"
+if [ -n "${ROVER_SAFETY_VENV:-}" ]; then
+    [ -x "$VENV/bin/rover-safety" ] || die "ROVER_SAFETY_VENV=$VENV has no bin/rover-safety"
+    say "using the existing venv $VENV"
+else
+    say "installing the package into $VENV (from $PYTHON)"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q "${SRC}[systemd]"
+fi
+install -d -m 755 "$PREFIX"
 install -m 644 "$SRC/README.md" "$PREFIX/README.md"
+# The service user must be able to run what the unit runs (a venv from a Python under /root cannot be).
+(cd / && runuser -u rover-safety -- "$VENV/bin/python" -c 'import rover_safety.daemon.cli, systemd.daemon') \
+    || die "the rover-safety user cannot run $VENV/bin/python with rover_safety and systemd-python: make the venv \
+from the system's Python (ROVER_SAFETY_PYTHON=/usr/bin/python3) in a directory every user can traverse"
 
 install -d -m 755 "$CONF_DIR"
 if [ ! -e "$CONF_DIR/config.yaml" ]; then
     sed -e 's/^  pin_factory: mock .*/  pin_factory: pigpio                   # pigpio | lgpio | rpigpio | mock/' \
-        "$SRC/config/example.yaml" > "$CONF_DIR/config.yaml"
-    chmod 644 "$CONF_DIR/config.yaml"
+        "$SRC/config/example.yaml" > "$CONF_DIR/config.yaml.new"
+    chmod 644 "$CONF_DIR/config.yaml.new"
+    mv -n "$CONF_DIR/config.yaml.new" "$CONF_DIR/config.yaml"
     say "wrote a default $CONF_DIR/config.yaml (pin_factory: pigpio): edit it for your wiring"
 else
     say "keeping the existing $CONF_DIR/config.yaml"
 fi
-"$PREFIX/venv/bin/rover-safety" check-config --config "$CONF_DIR/config.yaml" >/dev/null
+"$VENV/bin/rover-safety" check-config --config "$CONF_DIR/config.yaml" >/dev/null \
+    || die "$CONF_DIR/config.yaml is not valid (see above); fix it and run this again"
 
-install -m 644 "$SRC/systemd/rover-safety.service" "$UNIT_DIR/rover-safety.service"
-rm -f "$UNIT_DIR/rover-safety.service.d/pigpio.conf"
-if grep -Eq '^\s*pin_factory:\s*pigpio' "$CONF_DIR/config.yaml"; then
-    install -d "$UNIT_DIR/rover-safety.service.d"
-    printf '[Unit]\nWants=pigpiod.service\nAfter=pigpiod.service\n' > "$UNIT_DIR/rover-safety.service.d/pigpio.conf"
-fi
-install -d "$CATALOG_DIR"
+install -d -m 755 "$UNIT_DIR"
+sed -e "s#/opt/rover-safety/venv/bin/rover-safety#$VENV/bin/rover-safety#g" \
+    -e "s#/opt/rover-safety/README.md#$PREFIX/README.md#g" \
+    -e "s#/etc/rover-safety/config.yaml#$CONF_DIR/config.yaml#g" \
+    "$SRC/systemd/$UNIT" > "$UNIT_DIR/$UNIT.new"
+chmod 644 "$UNIT_DIR/$UNIT.new"
+mv "$UNIT_DIR/$UNIT.new" "$UNIT_DIR/$UNIT"
+
+# The unit is ordered After=pigpiod.service in any case (so that at shutdown it stops, and safe-stop runs, while
+# pigpiod still runs); it pulls pigpiod in only when the config uses a pigpiod on this machine, so that a Pi 5 on
+# lgpio, or a rover whose pigpiod runs elsewhere, does not start one. Re-run this script after changing gpio:.
+rm -f "$UNIT_DIR/$UNIT.d/pigpio.conf"
+rmdir "$UNIT_DIR/$UNIT.d" 2>/dev/null || true
+backend=$("$VENV/bin/python" -c 'import sys; from rover_safety.config import load; c = load(sys.argv[1]); print(c.pin_factory, c.pigpio_host)' "$CONF_DIR/config.yaml")
+case $backend in
+    "pigpio localhost" | "pigpio 127."* | "pigpio ::1" | "pigpio $HOSTNAME")
+        install -d -m 755 "$UNIT_DIR/$UNIT.d"
+        printf '# Written by install.sh: the config uses pigpiod on this machine.\n[Unit]\nWants=pigpiod.service\nAfter=pigpiod.service\n' \
+            > "$UNIT_DIR/$UNIT.d/pigpio.conf"
+        say "pin factory pigpio on this machine: the service wants pigpiod.service" ;;
+esac
+
+install -d -m 755 "$CATALOG_DIR"
 install -m 644 "$SRC/systemd/rover-safety.catalog" "$CATALOG_DIR/rover-safety.catalog"
-journalctl --update-catalog || true
+update_catalog
 
 systemctl daemon-reload
-if [ "${1:-}" = "--no-start" ]; then
-    systemctl enable rover-safety.service
-else
-    systemctl enable --now rover-safety.service
+systemctl enable "${runtime[@]}" "$UNIT"
+if [ "$start" = yes ]; then
+    systemctl restart "$UNIT"  # an upgrade takes effect now (the restart stops every output first)
     say "running: systemctl status rover-safety; expiries: journalctl -u rover-safety -f"
+else
+    say "enabled; start it with: systemctl start rover-safety"
 fi

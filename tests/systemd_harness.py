@@ -382,9 +382,11 @@ class SystemdInstance:
         if unit is not None:
             args += ["-u", unit]
         if since_cursor is not None:
-            args += ["--after-cursor", since_cursor]
+            # --cursor and drop that entry: journalctl 252's --after-cursor with matches loses the first match
+            args += ["--cursor", since_cursor]
         args += [f"{field}={value}" for field, value in (matches or {}).items()]
-        return [json.loads(line) for line in self.run(*args).stdout.splitlines() if line.strip()]
+        entries = [json.loads(line) for line in self.run(*args).stdout.splitlines() if line.strip()]
+        return [e for e in entries if e.get("__CURSOR") != since_cursor]
 
     def cursor(self) -> str | None:
         """Cursor of the newest journal entry, for ``journal(since_cursor=...)``."""
