@@ -7,7 +7,7 @@ VIAM_VENV ?= .venv-viam
 CONFIG   ?= config/example.yaml
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux
+APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux shellcheck
 VIAM_SDK := viam-sdk==0.85.1
 
 .PHONY: run test lint typecheck bench protos deps install uninstall clean
@@ -20,6 +20,7 @@ test: $(BIN)/.installed $(VIAM_VENV)/.installed lint typecheck
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	shellcheck systemd/install.sh .ci/run
 
 typecheck: $(BIN)/.installed
 	@mkdir -p build/typecheck/rover_safety
