@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +34,9 @@ from .sessions import SessionEvent, SessionManager
 log = logging.getLogger("rover-safety")
 
 GRPC_WORKERS = 32
+# SCHED_FIFO priority of the deadline thread and the stop threads (gRPC's threads stay ordinary); the unit's
+# LimitRTPRIO= allows it without any capability.
+REALTIME_PRIORITY = 10
 
 
 class StartupError(Exception):
@@ -99,6 +105,7 @@ class Daemon:
             tick=notify.watchdog_ping if watchdog else None,
             tick_interval=watchdog,
             on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
+            thread_setup=realtime_thread,
         )
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="grpc"),
@@ -117,6 +124,7 @@ class Daemon:
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
+        settle_garbage()
         log.info(
             "rover-safety listening on %s (pins: %s%s), heartbeat window %s, resources: %s",
             cfg.bind_address.rsplit(":", 1)[0] + f":{self.port}",
@@ -240,6 +248,7 @@ class Daemon:
         except Exception as exc:
             self.fatal("reload failed half-way", exc)
             return False
+        settle_garbage()
         notify.ready(self.status())
         return True
 
@@ -328,6 +337,27 @@ class Daemon:
         log.critical("shutdown: %s: %s", what, exc)
         if self._fatal is None:
             self._fatal = f"shutdown: {what}"
+
+
+def realtime_thread() -> None:
+    """Run the calling thread SCHED_FIFO, so a deadline wakes it on time on a busy board; warn once if refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+    except OSError as exc:
+        _warn_not_realtime(exc.strerror or str(exc))
+
+
+@functools.cache
+def _warn_not_realtime(reason: str) -> None:
+    log.warning("the session deadline and stop threads run without real-time priority (%s): stops may be late by "
+                "milliseconds on a busy board; allow it with LimitRTPRIO=%d (the unit does)", reason,
+                REALTIME_PRIORITY)
+
+
+def settle_garbage() -> None:
+    """Collect once and freeze what survives, so a full collection later never holds the GIL for tens of ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def command_timeout(heartbeat_window: float) -> float:

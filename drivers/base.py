@@ -76,6 +76,17 @@ class WheeledBase:
         for motor in self.motors:
             motor.force_off()
 
+    def cut_power(self) -> None:
+        """Duty 0 on every motor's PWM at once, without waiting for any lock (stop() follows)."""
+        error: Exception | None = None
+        for motor in self.motors:
+            try:
+                motor.cut_power()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
     # --- state ----------------------------------------------------------------------------------
 
     def is_moving(self) -> bool:

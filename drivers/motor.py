@@ -132,6 +132,10 @@ class Motor:
         with self._lock:
             self._off_each(output for output in self._outputs if output.pwm)
 
+    def cut_power(self) -> None:
+        """cut() without waiting for the driver's lock: the session manager's first move at a deadline."""
+        self._off_each(output for output in self._outputs if output.pwm)
+
     def release(self) -> bool:
         """After cut(): direction pins low, enables inactive, any timed motion cancelled; True if it was moving."""
         with self._lock:

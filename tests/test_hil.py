@@ -112,8 +112,9 @@ def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon
 
 
 def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(emulated: Gpio, make_daemon: Any) -> None:
-    """From the stop decision to the last off command: PWM 0 on left's PWM pin, then its a and b low, and nothing
-    else (right, driven by another session, is not touched; the health check's TICKs are left out)."""
+    """At the deadline the session thread itself cuts left's PWM (one command: the power is off), then a stop thread
+    runs the full stop: PWM 0 once more (whatever a command in flight may have done meanwhile), a and b low. Nothing
+    else: right, driven by another session, is not touched (the health check's TICKs are left out)."""
     daemon: Daemon = make_daemon(pigpio_config(emulated, "200ms"))
     mover, other = Client(daemon.port), Client(daemon.port)
     try:
@@ -129,7 +130,10 @@ def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(emula
         time.sleep(0.02)
         assert emulated.duty_now(19) == approx(0.5)
         stop = [c for c in emulated.commands_since(t) if c.cmd != Cmd.TICK and c.p1 in (22, 17, 27, 26, 19)]
-        assert [(c.name, c.p1, c.p2) for c in stop] == [("PWM", 22, 0), ("WRITE", 17, 0), ("WRITE", 27, 0)]
+        assert [(c.name, c.p1, c.p2) for c in stop] == [
+            ("PWM", 22, 0),  # the cut, from the session-deadline thread
+            ("PWM", 22, 0), ("WRITE", 17, 0), ("WRITE", 27, 0),  # the full stop, from a stop thread
+        ]
         assert stop[-1].t - stop[0].t < 0.02
     finally:
         mover.close()

@@ -291,3 +291,39 @@ def test_real_clock_expiry_is_never_early_and_promptly_late(things, events):
             assert event.latency is not None and 0 <= event.latency < 0.05
     finally:
         m.close()
+
+
+class Cuttable(Thing):
+    """A resource whose power the deadline thread can cut at once; it records the order of cut and stop."""
+
+    def __init__(self, name: str, cut_fails: bool = False) -> None:
+        super().__init__(name)
+        self.calls: list[tuple[str, str]] = []
+        self.cut_fails = cut_fails
+
+    def cut_power(self) -> None:
+        self.calls.append(("cut", threading.current_thread().name))
+        if self.cut_fails:
+            raise OSError("pigpiod hiccup")
+
+    def stop(self) -> bool:
+        self.calls.append(("stop", threading.current_thread().name))
+        return super().stop()
+
+
+def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock):
+    fine, flaky = Cuttable("fine"), Cuttable("flaky", cut_fails=True)
+    m = SessionManager({"fine": fine, "flaky": flaky}, 1.0, clock=clock, autostart=False)
+    a = m.start(owner="a")
+    drive(m, a, "fine")
+    drive(m, a, "flaky")
+    clock.now += 1.0
+    (report,) = m.expire_due()
+    me = threading.current_thread().name
+    assert fine.calls[0] == ("cut", me) and flaky.calls[0] == ("cut", me)  # done before expire_due returned
+    assert report.wait(2)
+    assert [c for c, _ in fine.calls] == ["cut", "stop"]
+    assert [c for c, _ in flaky.calls] == ["cut", "stop"]  # a failed cut still gets its full stop
+    assert all(thread.startswith("stop") for c, thread in fine.calls + flaky.calls if c == "stop")
+    assert report.failed == {}
+    m.close()
