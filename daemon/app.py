@@ -277,13 +277,13 @@ class Daemon:
             for name in changed_motors:
                 rig.motors.pop(name).close()
             self.sessions.replace_resources(rig.resources)
-            added = (set(new_motors) - set(rig.motors)) | (set(new_bases) - set(rig.bases))
-            fresh = build(new, rig.factory, only=added) if added else None
-            if fresh:
-                rig.motors.update(fresh.motors)
-                for base in new.bases:
-                    if base.name in added:
-                        rig.bases[base.name] = build_base(new, base.name, rig)
+            added_motors = set(new_motors) - set(rig.motors)
+            added_bases = set(new_bases) - set(rig.bases)
+            added = added_motors | added_bases
+            if added_motors:
+                rig.motors.update(build(new, rig.factory, only=added_motors).motors)
+            for name in sorted(added_bases):
+                rig.bases[name] = build_base(new, name, rig)
             self.sessions.replace_resources(rig.resources)
             self.sessions.set_heartbeat_window(new.heartbeat_window)
             bound_commands(getattr(rig.factory, "connection", None), command_timeout(new.heartbeat_window))
