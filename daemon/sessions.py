@@ -89,6 +89,7 @@ class Session:
     window: float
     deadline: float
     ended: str | None = None  # None while live, else "expired" or "closed"
+    own_window: bool = False  # started with a window of its own, which a reload does not change
     queued: float = 0.0  # the deadline this session is filed under in the heap
 
     def live_at(self, now: float) -> bool:
@@ -205,7 +206,7 @@ class SessionManager:
             if len(self._sessions) >= self._max:
                 raise TooManySessions(self._max)
             window = heartbeat_window or self.heartbeat_window
-            session = Session(str(uuid.uuid4()), owner, peer, window, now + window)
+            session = Session(str(uuid.uuid4()), owner, peer, window, now + window, own_window=bool(heartbeat_window))
             self._sessions[session.id] = session
             self._file(session)
         self._on_event(SessionEvent("started", session.id, peer, window))
@@ -235,7 +236,8 @@ class SessionManager:
             session = self._sessions.get(session_id)
             if session is None or session.owner != owner_id or not session.live_at(now):
                 raise SessionExpired()
-            session.window = self.heartbeat_window
+            if not session.own_window:
+                session.window = self.heartbeat_window
             session.deadline = now + session.window
             if session.deadline < session.queued:  # the window shrank: file the earlier deadline
                 self._file(session)

@@ -239,6 +239,14 @@ def test_new_window_applies_from_the_next_heartbeat(manager, clock, things):
     assert manager.start().window == 0.5
 
 
+def test_a_session_started_with_its_own_window_keeps_it(manager, clock):
+    own = manager.start(5.0, owner="a")
+    manager.set_heartbeat_window(0.5)
+    clock.now += 4.0
+    manager.find_by_id(own.id, "a")
+    assert own.window == 5.0 and own.deadline == pytest.approx(clock.now + 5.0)
+
+
 def test_hung_or_failing_stop_is_forced_off_and_does_not_block_others(clock, events):
     release = threading.Event()
     hung, failing, fine = Thing("hung", hang=release), Thing("failing", fail=True), Thing("fine")
