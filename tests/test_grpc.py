@@ -54,6 +54,13 @@ def client(daemon):
     c.channel.close()
 
 
+def test_resource_names(daemon, client):
+    reply = client.robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)
+    names = [(r.namespace, r.type, r.subtype, r.name) for r in reply.resources]
+    assert names == [("rdk", "component", "base", "base"), ("rdk", "component", "motor", "left"),
+                     ("rdk", "component", "motor", "right")]
+
+
 def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon, client):
     window = 0.3
     client.start()
