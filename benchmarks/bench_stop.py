@@ -1,30 +1,27 @@
-"""How fast rover-safety stops a motor when a session lapses, and what heartbeats cost; run `make bench`.
+"""How fast rover-safety cuts a motor's power when a session lapses, and what heartbeats cost; run `make bench`.
 
-    python benchmarks/bench_stop.py [--window 1.0] [--expiries 210] [--seconds 5]
+    python benchmarks/bench_stop.py [--window 1.0] [--expiries 210] [--seconds 5] [--idle-seconds 5]
 
-One run (about 55 s) measures, on this machine:
+One run (about 45 s) measures, on this machine:
 
-1. stop latency: a real Daemon in this process on mock PWM pins (14 motors, dir+pwm, BCM 0..27); 100 sessions
-   heartbeat every window/5 over gRPC from 4 client processes while 14 "lanes" in 2 more processes each start a
-   session, SetPower a motor with viam-sid metadata and go silent, over and over. For every expiry the latency is the
-   mock pin's own change time (`pin._last_change`) of the PWM duty going to 0 minus the deadline the SessionManager
-   expired the session under. Each stage is timed too: deadline -> the deadline loop's wait returned -> table lock
-   re-taken -> dispatch -> stop thread running -> duty 0 at the pin -> stop() returned; a "witness" process does the
-   same kind of timed wait at the same moments, to tell what the loaded machine costs any timer from what is lost
-   inside the daemon's process.
-2. heartbeats/s: the 4 heartbeat processes send SendSessionHeartbeat for their 100 sessions as fast as they can for
-   5 s, with the false expiries (sessions that expired although their client kept heartbeating) counted by the
-   daemon's own session manager and by the clients.
-3. the floor: the same clients and request bytes against a trivial grpcio echo service in this process (same server
-   model: grpc.server + ThreadPoolExecutor(32)): 5 s on its own, then 5 s each interleaved with heartbeats in 250 ms
-   slots, so that whatever else runs on the machine weighs on both alike; the interleaved ratio is the one judged.
-4. idle cost of `rover-safety serve --simulate` in its own process: CPU time and context switches over 5 s.
+1. stop latency: a real Daemon in this process on gpiozero mock PWM pins (14 motors, dir+pwm, BCM 0..27). 100
+   sessions heartbeat every window/5 over gRPC from 4 client processes, while 14 "lanes" in 2 more processes each
+   start a session, SetPower a motor with viam-sid metadata and go silent, over and over. Each latency is the mock
+   pin's own change time (`pin._last_change`, stamped as the pin records the PinState change) of the PWM duty going
+   to 0, minus the deadline the SessionManager expired the session under. By stage: deadline -> the deadline thread's
+   wait returned -> session expired -> duty 0 written by its cut_power(); and, for information, -> the full stop() on
+   a stop thread finished (the manager's own StopReport.latency). Two witness processes make the same kind of timed
+   wait at the same moments, one at normal priority and one SCHED_FIFO like the deadline thread: what the loaded
+   machine costs any timer, as against what is lost inside the daemon's process (the GIL).
+2. heartbeats/s against the floor: the same clients send SendSessionHeartbeat to their 100 sessions, and the same
+   request bytes to a trivial grpcio echo service in this process (same server model: grpc.server +
+   ThreadPoolExecutor(32), no serializers), as fast as they can, in alternating 250 ms slots for 2 x 5 s, so that
+   whatever else runs on the machine weighs on both alike. False expiries (sessions that expired although their
+   client kept heartbeating) are counted over the whole run by the daemon's session manager and by the clients.
+3. idle cost of `rover-safety serve --simulate` in its own process: CPU time and context switches over 5 s.
 
-Every phase also reports how busy the machine was and how much of that was other processes.
-
-It exits 0 whatever it measures (a measurement, not a gate) and prints "MISSED TARGET" for any figure off target.
-`--switch-interval`, `--inline-cut`, `--rt`, `--nice` and `--ab` change the in-process daemon to try out proposed
-changes; they are off unless asked for, so a plain run measures the daemon as shipped (at nice 0, see --nice).
+Every phase reports how busy the machine was, and how much of that was other processes. The script exits 0 whatever
+it measures (a measurement, not a gate) and prints "MISSED TARGET: ..." for each figure off its target.
 """
 
 from __future__ import annotations
@@ -56,6 +53,7 @@ from typing import Any
 
 import grpc
 from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
+from rover_safety.daemon.sessions import from_context
 
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
 HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"
@@ -79,11 +77,6 @@ def _raw(channel: grpc.Channel, method: str) -> Call:
     return channel.unary_unary(method, None, None)
 
 
-def _is_expired(exc: grpc.RpcError) -> bool:
-    details = exc.details() if isinstance(exc, grpc.Call) else ""
-    return "SESSION_EXPIRED" in (details or "")
-
-
 # --- client processes ------------------------------------------------------------------------------------------
 
 
@@ -101,12 +94,12 @@ class Track:
         with self._lock:
             if self.last[i] and sent - self.last[i] > self.max_gap:
                 self.max_gap = sent - self.last[i]
-            if sent > self.last[i]:
-                self.last[i] = sent
+            self.last[i] = max(self.last[i], sent)
 
     def failed(self, exc: grpc.RpcError) -> None:
+        details = exc.details() if isinstance(exc, grpc.Call) else ""
         with self._lock:
-            if _is_expired(exc):
+            if "SESSION_EXPIRED" in (details or ""):
                 self.expired += 1
             else:
                 self.errors += 1
@@ -119,7 +112,7 @@ class Pacer(threading.Thread):
         super().__init__(name="pacer", daemon=True)
         self.call, self.requests, self.interval, self.track = call, requests, interval, track
         self.halt = threading.Event()
-        self.paused = threading.Event()
+        self.paused = threading.Event()  # while the client hammers (and so heartbeats) the daemon itself
         self.sent = 0
 
     def run(self) -> None:
@@ -129,94 +122,48 @@ class Pacer(threading.Thread):
         heapq.heapify(due)
         while not self.halt.is_set():
             at, i = due[0]
-            delay = at - time.monotonic()
-            if delay > 0 and self.halt.wait(delay):
+            if (delay := at - time.monotonic()) > 0 and self.halt.wait(delay):
                 break
-            if self.paused.is_set():  # the hammer keeps the sessions alive meanwhile
-                heapq.heapreplace(due, (time.monotonic() + self.interval, i))
-                continue
-            sent = time.monotonic()
-            try:
-                self.call(self.requests[i], timeout=5.0)
-                self.track.ok(i, sent)
-                self.sent += 1
-            except grpc.RpcError as exc:
-                self.track.failed(exc)
+            if not self.paused.is_set():
+                sent = time.monotonic()
+                try:
+                    self.call(self.requests[i], timeout=5.0)
+                    self.track.ok(i, sent)
+                    self.sent += 1
+                except grpc.RpcError as exc:
+                    self.track.failed(exc)
             heapq.heapreplace(due, (time.monotonic() + self.interval, i))
 
 
-def hammer(call: Call, requests: list[bytes], start: float, end: float, threads: int,
-           track: Track | None) -> tuple[int, int]:
-    """Closed-loop calls from `threads` threads between two monotonic instants; (completed in time, failed)."""
-    counts = [0] * threads
-    failures = [0] * threads
-
-    def run(k: int) -> None:
-        i = k
-        delay = start - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        while True:
-            sent = time.monotonic()
-            if sent >= end:
-                return
-            j = i % len(requests)
-            try:
-                call(requests[j], timeout=5.0)
-            except grpc.RpcError as exc:
-                failures[k] += 1
-                if track is not None:
-                    track.failed(exc)
-            else:
-                if time.monotonic() <= end:
-                    counts[k] += 1
-                if track is not None:
-                    track.ok(j, sent)
-            i += threads
-
-    workers = [threading.Thread(target=run, args=(k,), name=f"hammer-{k}") for k in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(counts), sum(failures)
-
-
-def alternate(calls: tuple[Call, Call], requests: list[bytes], start: float, slot: float, slots: int, threads: int,
-              track: Track) -> tuple[list[int], int]:
-    """Closed-loop calls alternating between two services in time slots shared by every client process, so that
-    whatever else runs on the machine weighs on both alike: calls[1] in even slots, calls[0] in odd ones.
-
-    Returns the calls completed in each slot, and the failures."""
+def closed_loop(calls: Sequence[tuple[Call, bool]], requests: list[bytes], start: float, slot: float, slots: int,
+                threads: int, track: Track) -> tuple[list[int], int]:
+    """Closed-loop calls from `threads` threads in `slots` time slots from `start`, shared by every client process:
+    slot s goes to calls[s % len(calls)], a call and whether it is a heartbeat. Only calls that end in their own slot
+    count. Returns the calls counted in each slot, and the failures."""
     counts = [[0] * slots for _ in range(threads)]
     failures = [0] * threads
 
     def run(k: int) -> None:
         i = k
-        delay = start - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        while True:
-            slot_now = int((time.monotonic() - start) // slot)
-            if slot_now >= slots:
-                return
-            which = (slot_now + 1) % 2  # heartbeats first: the sessions have just been left by the pacer
+        time.sleep(max(0.0, start - time.monotonic()))
+        while (current := int((time.monotonic() - start) // slot)) < slots:
+            call, is_heartbeat = calls[current % len(calls)]
             j = i % len(requests)
             sent = time.monotonic()
             try:
-                calls[which](requests[j], timeout=5.0)
+                call(requests[j], timeout=5.0)
             except grpc.RpcError as exc:
                 failures[k] += 1
-                if which:
+                if is_heartbeat:
                     track.failed(exc)
             else:
-                if int((time.monotonic() - start) // slot) == slot_now:  # only calls that fit in their slot count
-                    counts[k][slot_now] += 1
-                if which:
+                if int((time.monotonic() - start) // slot) == current:
+                    counts[k][current] += 1
+                if is_heartbeat:
                     track.ok(j, sent)
             i += threads
 
-    workers = [threading.Thread(target=run, args=(k,), name=f"alternate-{k}") for k in range(threads)]
+    workers = [threading.Thread(target=run, args=(k,), name=f"caller-{k}") for k in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -225,13 +172,10 @@ def alternate(calls: tuple[Call, Call], requests: list[bytes], start: float, slo
 
 
 def heartbeat_client(daemon_addr: str, echo_addr: str, sessions: int, window: float, conn: Connection) -> None:
-    """One heartbeat process: owns `sessions` sessions; paces them, or hammers the daemon or the echo service."""
+    """One heartbeat process: owns `sessions` sessions; paces them, or calls the daemon and the echo in slots."""
     daemon = grpc.insecure_channel(daemon_addr)
     echo = grpc.insecure_channel(echo_addr)
-    start_session = _raw(daemon, START_SESSION)
-    heartbeat = _raw(daemon, HEARTBEAT)
-    close_session = _raw(daemon, CLOSE_SESSION)
-    echo_call = _raw(echo, ECHO)
+    heartbeat, echo_call = _raw(daemon, HEARTBEAT), _raw(echo, ECHO)
     track = Track(sessions)
     ids: list[str] = []
     requests = [robot_pb2.SendSessionHeartbeatRequest(id=f"{k:036d}").SerializeToString() for k in range(sessions)]
@@ -240,41 +184,33 @@ def heartbeat_client(daemon_addr: str, echo_addr: str, sessions: int, window: fl
     while True:
         command, *args = conn.recv()
         if command == "start":
+            start_session = _raw(daemon, START_SESSION)
             for _ in range(sessions):
-                answer = robot_pb2.StartSessionResponse.FromString(
-                    start_session(robot_pb2.StartSessionRequest().SerializeToString(), timeout=5.0))
-                ids.append(answer.id)
+                ids.append(robot_pb2.StartSessionResponse.FromString(
+                    start_session(robot_pb2.StartSessionRequest().SerializeToString(), timeout=5.0)).id)
             requests = [robot_pb2.SendSessionHeartbeatRequest(id=s).SerializeToString() for s in ids]
             pacer = Pacer(heartbeat, requests, window / 5, track)
             pacer.start()
             conn.send(ids)
-        elif command == "hammer":
-            target, begin, end, threads = args
-            if target == "daemon":
-                assert pacer is not None
+        elif command == "run":  # targets: "daemon" (heartbeats) or "echo", one per slot in turn
+            targets, begin, slot, slots, threads = args
+            calls = [(heartbeat, True) if t == "daemon" else (echo_call, False) for t in targets]
+            if pacer is not None:
                 pacer.paused.set()
-                done = hammer(heartbeat, requests, begin, end, threads, track)
+            conn.send(closed_loop(calls, requests, begin, slot, slots, threads, track))
+            if pacer is not None:
                 pacer.paused.clear()
-            else:
-                done = hammer(echo_call, requests, begin, end, threads, None)
-            conn.send(done)
-        elif command == "alternate":  # heartbeats in even slots, echo in odd ones
-            begin, slot, slots, threads = args
-            assert pacer is not None
-            pacer.paused.set()
-            conn.send(alternate((echo_call, heartbeat), requests, begin, slot, slots, threads, track))
-            pacer.paused.clear()
         elif command == "close":
             if pacer is not None:
                 pacer.halt.set()
                 pacer.join()
+            close_session = _raw(daemon, CLOSE_SESSION)
             for session_id in ids:
                 try:
                     close_session(safety_pb2.CloseSessionRequest(id=session_id).SerializeToString(), timeout=5.0)
                 except grpc.RpcError:
                     track.errors += 1
-            conn.send({"max_gap": track.max_gap, "expired": track.expired, "errors": track.errors,
-                       "paced": pacer.sent if pacer else 0})
+            conn.send({"max_gap": track.max_gap, "expired": track.expired, "errors": track.errors})
         elif command == "exit":
             daemon.close()
             echo.close()
@@ -329,15 +265,18 @@ def expiry_client(daemon_addr: str, lanes: list[tuple[str, float]], cycles: int,
     channel.close()
 
 
-def timer_witness(conn: Connection) -> None:
-    """The deadline loop's kind of wait (a timed Condition.wait to a monotonic deadline) in a process of its own.
+def timer_witness(realtime: bool, conn: Connection) -> None:
+    """The deadline thread's kind of wait (a timed Condition.wait to a monotonic deadline) in a process of its own,
+    at normal priority or SCHED_FIFO like the deadline thread. It runs during the stop-latency phase, so its lateness
+    is what the OS and the loaded machine cost a timer at the same moments."""
+    from rover_safety.daemon.app import REALTIME_PRIORITY
 
-    It runs during the stop-latency phase, so its lateness is what the OS and the loaded machine cost any timer at the
-    same moments; whatever the daemon's deadline loop loses beyond it is lost inside the daemon's process (the GIL).
-    """
+    if realtime:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
     _, end = conn.recv()
     lateness: list[float] = []
-    rng = random.Random(7)
+    rng = random.Random(7 + realtime)
     condition = threading.Condition()
     with condition:
         while time.monotonic() < end:
@@ -345,64 +284,62 @@ def timer_witness(conn: Connection) -> None:
             while (now := time.monotonic()) < deadline:
                 condition.wait(deadline - now)
             lateness.append(now - deadline)
-    conn.send(lateness)
+    conn.send((_policy(0), lateness))
 
 
 # --- the daemon side: probes on the session manager and on the pins ------------------------------------------------
 
 
 class TimedCondition(threading.Condition):
-    """The session manager's condition variable, noting when a wait returned and when the table lock was re-taken."""
+    """The session manager's condition variable, noting when a wait returned (before the table lock is re-taken)."""
 
-    def __init__(self, lock: Any) -> None:
-        super().__init__(lock)
-        self.returned = (math.nan, math.nan)
+    returned = math.nan
 
     def _acquire_restore(self, state: Any) -> None:
-        began = time.monotonic()  # the timed wait is over and this thread runs Python again: it holds the GIL
+        self.returned = time.monotonic()  # the timed wait is over and this thread runs Python again: it holds the GIL
         super()._acquire_restore(state)  # type: ignore[misc]
-        self.returned = (began, time.monotonic())
 
 
 @dataclass
 class Expiry:
-    deadline: float
+    report: Any  # the manager's StopReport: deadline, and off_at once its stop thread's stop() has returned
     woke: float  # the deadline loop's clock reading in the pass that expired it
-    wait_returned: tuple[float, float]  # the last wait of the deadline loop before that: returned, lock re-taken
+    wait_returned: float  # when the last wait of the deadline loop before that pass returned
     batch: int  # how many sessions that pass expired
-    resources: tuple[str, ...]
-    switch_interval: float  # the GIL switch interval in force when the loop woke
-    inline: bool = False
-    dispatched: float = math.nan
+
+
+@dataclass(frozen=True)
+class PinEvent:
+    at: float  # the mock pin's own change time
+    bcm: int
+    value: float
+    writer: str  # "deadline thread", "stop thread", "command" (a gRPC call in a session), else the thread's name
+    session_id: str = ""  # the session of a command
 
 
 class Probe:
-    """Timestamps every stage of the stop path in the in-process daemon, without changing what it does."""
+    """Timestamps the stop path of the in-process daemon, without changing what it does."""
 
     def __init__(self) -> None:
         self.pins: dict[int, Any] = {}
-        self.local = threading.local()
-        self.pin_events: list[tuple[float, int, float, str, str]] = []  # (time, bcm, value, kind, session id)
+        self.events: list[PinEvent] = []
         self.expiries: dict[str, Expiry] = {}
-        self.stops: dict[tuple[str, str], tuple[float, float]] = {}  # (session, resource) -> thread start, return
-        self.rt: int | None = None  # SCHED_FIFO priority for the deadline and stop threads (an experiment)
         self.gc: list[tuple[float, float, int]] = []  # the cyclic garbage collector's pauses: start, end, generation
         self._gc_began = 0.0
-        self.inline = "never"  # or "always", or "alternate" (every other expiry: an A/B test under the same load)
-        self._count = 0
+        self._deadline_thread: threading.Thread | None = None
 
     def on_pin_change(self, bcm: int, value: float) -> None:
         pin = self.pins.get(bcm)
         at = float(pin._last_change) if pin is not None else time.monotonic()
-        session_id: str | None = getattr(self.local, "session_id", None)
-        if session_id is not None:
-            kind = "stop"
+        thread = threading.current_thread()
+        session = from_context()
+        if thread is self._deadline_thread:
+            writer = "deadline thread"
+        elif thread.name.startswith("stop_"):  # the manager's pool of stop threads
+            writer = "stop thread"
         else:
-            from rover_safety.daemon.sessions import from_context
-
-            session = from_context()
-            kind, session_id = ("command", session.id) if session is not None else ("other", "")
-        self.pin_events.append((at, bcm, value, kind, session_id))
+            writer = "command" if session is not None else thread.name
+        self.events.append(PinEvent(at, bcm, value, writer, session.id if session is not None else ""))
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -412,9 +349,8 @@ class Probe:
 
     def install(self, manager: Any) -> None:
         gc.callbacks.append(self.on_gc)
+        self._deadline_thread = manager._thread
         collect_due = manager._collect_due
-        dispatch = manager._dispatch
-        stop_one = manager._stop_one
         condition = TimedCondition(manager._lock)
         with manager._lock:  # swap the condition under the loop's feet, then wake it from the old one
             old, manager._wake = manager._wake, condition
@@ -423,57 +359,27 @@ class Probe:
         def collect_due_probe(now: float) -> Any:
             reports = collect_due(now)
             for report in reports:
-                self._count += 1
-                inline = self.inline == "always" or (self.inline == "alternate" and self._count % 2 == 0)
-                self.expiries[report.session.id] = Expiry(report.deadline, now, condition.returned, len(reports),
-                                                          report.resources, sys.getswitchinterval(), inline)
+                self.expiries[report.session.id] = Expiry(report, now, condition.returned, len(reports))
             return reports
 
-        def dispatch_probe(report: Any) -> None:
-            expiry = self.expiries.get(report.session.id)
-            if expiry is not None and report.reason == "expired":
-                expiry.dispatched = time.monotonic()
-                if expiry.inline:  # experiment: duty 0 from the deadline thread itself, before the hand-off
-                    self.local.session_id = report.session.id
-                    try:
-                        for name in report.resources:
-                            cut = getattr(manager._resources.get(name), "cut", None)
-                            if cut is not None:
-                                cut()
-                    finally:
-                        self.local.session_id = None
-            dispatch(report)
-
-        if self.rt is not None:
-            os.sched_setscheduler(manager._thread.native_id, os.SCHED_FIFO, os.sched_param(self.rt))
-
-        def stop_one_probe(report: Any, name: str, resource: Any) -> None:
-            began = time.monotonic()
-            if self.rt is not None and not getattr(self.local, "rt", False):  # stop threads start on demand
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt))
-                self.local.rt = True
-            self.local.session_id = report.session.id
-            try:
-                stop_one(report, name, resource)
-            finally:
-                self.local.session_id = None
-                self.stops[(report.session.id, name)] = (began, time.monotonic())
-
-        setattr(manager, "_collect_due", collect_due_probe)  # noqa: B010 - instance attributes shadow the methods
-        setattr(manager, "_dispatch", dispatch_probe)  # noqa: B010
-        setattr(manager, "_stop_one", stop_one_probe)  # noqa: B010
+        setattr(manager, "_collect_due", collect_due_probe)  # noqa: B010 - an instance attribute shadows the method
 
 
-def _config_text(window: float, port: int = 0) -> str:
-    lines = [
-        "network:",
-        f'  bind_address: "127.0.0.1:{port}"',
-        "  sessions:",
-        f"    heartbeat_window: {round(window * 1000)}ms",
-        "gpio:",
-        "  pin_factory: mock",
-        "components:",
-    ]
+def _policy(tid: int | None) -> str:
+    """A thread's scheduling policy and priority, e.g. "SCHED_FIFO 10"; 0 is the calling thread."""
+    try:
+        if tid is None:
+            raise ProcessLookupError
+        policy, priority = os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority
+    except OSError:
+        return "not running"
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+    return f"{names.get(policy, policy)} {priority}"
+
+
+def _config_text(window: float) -> str:
+    lines = ["network:", '  bind_address: "127.0.0.1:0"', "  sessions:",
+             f"    heartbeat_window: {round(window * 1000)}ms", "gpio:", "  pin_factory: mock", "components:"]
     for k in range(MOTORS):
         lines += [f"  - name: m{k:02d}", "    type: motor", "    model: gpio",
                   f"    attributes: {{pins: {{pwm: {2 * k}, dir: {2 * k + 1}}}, pwm_freq: 800}}"]
@@ -499,11 +405,9 @@ def _echo_server() -> tuple[grpc.Server, int]:
 @dataclass
 class Idle:
     seconds: float
-    cpu: float  # CPU seconds over `seconds`, all threads
-    cpu_ticks: float  # the same from /proc/<pid>/stat utime+stime (10 ms ticks), as a cross-check
-    voluntary: int
-    involuntary: int
-    threads: int
+    cpu: float = 0.0  # CPU seconds over `seconds`, all threads
+    switches: tuple[int, int] = (0, 0)  # voluntary, involuntary
+    threads: int = 0
     by_thread: list[tuple[str, int, int, float]] = field(default_factory=list)  # name, count, wake-ups, CPU s
     error: str = ""
 
@@ -511,32 +415,25 @@ class Idle:
 def _tasks(pid: int) -> dict[int, tuple[str, int, int, int]]:
     """tid -> (name, CPU ns, voluntary, involuntary context switches)."""
     out = {}
-    for tid_dir in Path(f"/proc/{pid}/task").iterdir():
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name = (tid_dir / "comm").read_text().strip()
-            runtime = int((tid_dir / "schedstat").read_text().split()[0])
-            status = dict(line.split(":", 1) for line in (tid_dir / "status").read_text().splitlines() if ":" in line)
-            out[int(tid_dir.name)] = (name, runtime, int(status["voluntary_ctxt_switches"]),
-                                      int(status["nonvoluntary_ctxt_switches"]))
+            status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
+            out[int(task.name)] = ((task / "comm").read_text().strip(),
+                                   int((task / "schedstat").read_text().split()[0]),
+                                   int(status["voluntary_ctxt_switches"]), int(status["nonvoluntary_ctxt_switches"]))
         except (OSError, KeyError, ValueError):
             continue
     return out
-
-
-def _ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 def measure_idle(config: Path, seconds: float) -> Idle:
     exe = Path(sys.executable).with_name("rover-safety")
     command = str(exe) if exe.exists() else shutil.which("rover-safety")
     if command is None:
-        return Idle(seconds, 0, 0, 0, 0, 0, error="rover-safety console script not found")
+        return Idle(seconds, error="rover-safety console script not found")
     proc = subprocess.Popen([command, "serve", "--config", str(config), "--simulate"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stderr is not None
         ready = threading.Event()
 
         def read() -> None:
@@ -547,17 +444,16 @@ def measure_idle(config: Path, seconds: float) -> Idle:
 
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(20):
-            return Idle(seconds, 0, 0, 0, 0, 0, error=f"the daemon did not start (exit code {proc.poll()})")
+            return Idle(seconds, error=f"the daemon did not start (exit code {proc.poll()})")
         time.sleep(1.0)  # let start-up settle
-        before, ticks0, t0 = _tasks(proc.pid), _ticks(proc.pid), time.monotonic()
+        before, t0 = _tasks(proc.pid), time.monotonic()
         time.sleep(seconds)
-        after, ticks1, t1 = _tasks(proc.pid), _ticks(proc.pid), time.monotonic()
-        hz = os.sysconf("SC_CLK_TCK")
+        after, t1 = _tasks(proc.pid), time.monotonic()
         groups: dict[str, list[float]] = {}
-        total_cpu, vol, invol = 0, 0, 0
+        cpu, vol, invol = 0, 0, 0
         for tid, (name, runtime, v, nv) in after.items():
             _, runtime0, v0, nv0 = before.get(tid, (name, 0, 0, 0))
-            total_cpu += runtime - runtime0
+            cpu += runtime - runtime0
             vol += v - v0
             invol += nv - nv0
             group = groups.setdefault(name, [0, 0, 0.0])
@@ -565,7 +461,7 @@ def measure_idle(config: Path, seconds: float) -> Idle:
             group[1] += v - v0 + nv - nv0
             group[2] += (runtime - runtime0) / 1e9
         by_thread = sorted(((n, int(g[0]), int(g[1]), g[2]) for n, g in groups.items()), key=lambda r: -r[2])
-        return Idle(t1 - t0, total_cpu / 1e9, (ticks1 - ticks0) / hz, vol, invol, len(after), by_thread)
+        return Idle(t1 - t0, cpu / 1e9, (vol, invol), len(after), by_thread)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -575,19 +471,7 @@ def measure_idle(config: Path, seconds: float) -> Idle:
             proc.wait()
 
 
-# --- the run -----------------------------------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f}"
+# --- the machine's load ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -598,6 +482,10 @@ class Share:
     ours: float  # this benchmark's processes
     others: float  # everything else on the machine
     steal: float  # taken by the hypervisor from this VM
+
+    def text(self) -> str:
+        return (f"machine {self.busy:.0%} busy (this benchmark {self.ours:.0%}, other processes {self.others:.0%}"
+                + (f", steal {self.steal:.0%}" if self.steal >= 0.005 else "") + ")")
 
 
 class Load:
@@ -615,7 +503,8 @@ class Load:
         ours = 0
         for pid in self.pids:
             with contextlib.suppress(OSError):  # a client process that has ended
-                ours += _ticks(pid)
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ours += int(fields[11]) + int(fields[12])  # utime, stime
         return time.monotonic(), user + nice + system + irq + softirq, steal, ours
 
     def between(self, a: tuple[float, int, int, int], b: tuple[float, int, int, int]) -> Share:
@@ -625,20 +514,33 @@ class Load:
 
 
 def _machine() -> list[str]:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
     return [
         f"machine: nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {model}, "
         f"load average {Path('/proc/loadavg').read_text().split(' ', 1)[0]} at the start",
         f"system:  {platform.platform()}",
         f"python:  {platform.python_implementation()} {platform.python_version()}, grpcio {grpc.__version__}",
     ]
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{len(values):>5}{ms(pct(values, 0.5)):>9}{ms(pct(values, 0.99)):>9}{ms(max(values)):>9}"
 
 
 @dataclass
@@ -651,52 +553,30 @@ class Options:
     threads: int
     seconds: float
     idle_seconds: float
-    switch_interval: float | None
-    inline_cut: bool
-    ab: float | None
-    rt: int | None
-    nice: int | None
 
 
 @dataclass
 class Measured:
-    """One expiry, deadline to duty 0, by stage (NaN where a stage does not apply)."""
+    """One expiry, deadline to duty 0 at the pin, by stage (NaN where the loop did not wait for this deadline)."""
 
-    latency: float
-    returned: float
-    relocked: float
-    woke: float
-    dispatch: float
-    thread: float
-    pin: float
-    rest: float
-    inline: bool
-    switch_interval: float
-    batch: int
+    latency: float  # deadline -> duty 0 at the pin
+    returned: float  # deadline -> the deadline thread's wait returned
+    expired: float  # wait returned -> the session expired (table lock re-taken, clock read)
+    woke: float  # deadline -> the session expired
+    cut: float  # the session expired -> duty 0 at the pin
+    finished: float  # deadline -> the full stop() returned on a stop thread (StopReport.latency)
     deadline: float
     gc: float = 0.0  # milliseconds of garbage collection that overlapped deadline -> duty 0
 
 
 STAGES = (
-    ("returned", "deadline -> loop's wait returned, GIL held", None),
-    ("relocked", "wait returned -> table lock re-taken", None),
-    ("woke", "deadline -> loop woke (clock read, both above)", None),
-    ("dispatch", "loop woke -> dispatch (table lock released)", None),
-    ("thread", "dispatch -> stop thread running", False),
-    ("pin", "stop thread running -> duty 0 at the pin", False),
-    ("pin", "dispatch -> duty 0 at the pin (inline cut)", True),
-    ("rest", "duty 0 -> stop() returned (dir pin low)", None),
+    ("returned", "deadline -> deadline thread's wait returned"),
+    ("expired", "wait returned -> session expired (lock, clock)"),
+    ("woke", "deadline -> session expired (every expiry)"),
+    ("cut", "session expired -> duty 0 at the pin (cut)"),
+    ("latency", "= deadline -> duty 0 at the pin"),
+    ("finished", "deadline -> full stop() done on a stop thread"),
 )
-
-
-def _timed(action: Callable[[], object]) -> float:
-    began = time.perf_counter()
-    action()
-    return time.perf_counter() - began
-
-
-def _spread(values: Sequence[float]) -> str:
-    return f"{ms(pct(values, 0.5)):>9}{ms(pct(values, 0.99)):>9}{ms(max(values)):>9}" if values else ""
 
 
 def run(opts: Options) -> int:
@@ -713,7 +593,7 @@ def run(opts: Options) -> int:
     config_path = tmp / "bench.yaml"
     config_path.write_text(_config_text(opts.window))
 
-    # 4. idle first, while nothing else of ours runs
+    # 3. idle first, while nothing else of ours runs
     print("idle cost ...", flush=True)
     a = machine.sample()
     idle = measure_idle(config_path, opts.idle_seconds)
@@ -726,12 +606,7 @@ def run(opts: Options) -> int:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    default_switch = sys.getswitchinterval()
-    if opts.switch_interval is not None:
-        sys.setswitchinterval(opts.switch_interval)
     probe = Probe()
-    probe.inline = "alternate" if opts.ab else "always" if opts.inline_cut else "never"
-    probe.rt = opts.rt
     daemon = Daemon(load(config_path), config_path=str(config_path), on_pin_change=probe.on_pin_change)
     daemon.start()
     assert daemon.rig is not None
@@ -743,35 +618,33 @@ def run(opts: Options) -> int:
                 pwm_pin[motor.name] = output.bcm
     probe.install(daemon.sessions)
     echo, echo_port = _echo_server()
-    if opts.nice is not None:  # every thread there is now but this one, which spawns the clients; new ones inherit
-        for tid in os.listdir("/proc/self/task"):
-            if int(tid) != threading.get_native_id():
-                os.setpriority(os.PRIO_PROCESS, int(tid), opts.nice)
     daemon_addr, echo_addr = f"127.0.0.1:{daemon.port}", f"127.0.0.1:{echo_port}"
 
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
     hb_conns: list[Connection] = []
     lane_conns: list[Connection] = []
+    witness_conns: list[Connection] = []
     per_proc = [opts.sessions // opts.heartbeat_procs + (k < opts.sessions % opts.heartbeat_procs)
                 for k in range(opts.heartbeat_procs)]
     motors = [f"m{k:02d}" for k in range(MOTORS)]
     cycles = math.ceil(opts.expiries / MOTORS)
     loads: dict[str, Share] = {}
+
+    def spawn(target: Callable[..., None], name: str, *args: Any) -> Connection:
+        here, there = ctx.Pipe()
+        procs.append(ctx.Process(target=target, args=(*args, there), name=name, daemon=True))
+        return here
+
     try:
         for k in range(opts.heartbeat_procs):
-            here, there = ctx.Pipe()
-            procs.append(ctx.Process(target=heartbeat_client, args=(daemon_addr, echo_addr, per_proc[k], opts.window,
-                                                                     there), name=f"heartbeat-{k}", daemon=True))
-            hb_conns.append(here)
+            hb_conns.append(spawn(heartbeat_client, f"heartbeat-{k}", daemon_addr, echo_addr, per_proc[k],
+                                  opts.window))
         for k in range(opts.lane_procs):
-            here, there = ctx.Pipe()
             lanes = [(m, i / MOTORS * opts.window) for i, m in enumerate(motors) if i % opts.lane_procs == k]
-            procs.append(ctx.Process(target=expiry_client, args=(daemon_addr, lanes, cycles, opts.window, k, there),
-                                     name=f"lanes-{k}", daemon=True))
-            lane_conns.append(here)
-        witness_conn, there = ctx.Pipe()
-        procs.append(ctx.Process(target=timer_witness, args=(there,), name="timer-witness", daemon=True))
+            lane_conns.append(spawn(expiry_client, f"lanes-{k}", daemon_addr, lanes, cycles, opts.window, k))
+        for realtime in (False, True):
+            witness_conns.append(spawn(timer_witness, f"witness-{realtime}", realtime))
         for proc in procs:
             proc.start()
             machine.pids.append(proc.pid)
@@ -780,21 +653,19 @@ def run(opts: Options) -> int:
                 raise RuntimeError("a client process did not start")
             conn.recv()
 
-        def hammer_all(target: str, seconds: float, phase: str = "") -> tuple[int, int, float]:
+        def slots_of(targets: list[str], slot: float, slots: int) -> tuple[list[int], int, Share]:
+            """Every heartbeat client calls `targets` in turn, one per slot: the calls counted per slot, the failures
+            and the machine's load meanwhile."""
             begin = time.monotonic() + 0.2
             for conn in hb_conns:
-                conn.send(("hammer", target, begin, begin + seconds, opts.threads))
+                conn.send(("run", targets, begin, slot, slots, opts.threads))
             time.sleep(max(0.0, begin - time.monotonic()))
             a = machine.sample()
             results = [conn.recv() for conn in hb_conns]
-            if phase:
-                loads[phase] = machine.between(a, machine.sample())
-            return sum(r[0] for r in results), sum(r[1] for r in results), seconds
+            share = machine.between(a, machine.sample())
+            return [sum(r[0][s] for r in results) for s in range(slots)], sum(r[1] for r in results), share
 
-        # 3a. the floor, before: warm the channels, then measure
-        print("floor (echo service) ...", flush=True)
-        hammer_all("echo", 0.5)
-        floor_before = hammer_all("echo", opts.seconds, "floor, before")
+        slots_of(["echo"], 0.5, 1)  # warm up the echo channels (the daemon's are warmed by the sessions' start)
 
         # 1. stop latency under 100 heartbeating sessions
         print(f"stop latency: {opts.sessions} heartbeating sessions, {cycles * MOTORS} expiries ...", flush=True)
@@ -804,67 +675,28 @@ def run(opts: Options) -> int:
         for conn in hb_conns:
             hb_ids.update(conn.recv())
         time.sleep(2 * opts.window)  # every pacer in its rhythm
-        toggling = threading.Event()
-        if opts.ab:
-            ab_interval = opts.ab
-
-            def toggle() -> None:  # the GIL switch interval alternates: expiries fall in either arm at random
-                k = 0
-                while not toggling.wait(0.5):
-                    k += 1
-                    sys.setswitchinterval(ab_interval if k % 2 else default_switch)
-                sys.setswitchinterval(default_switch)
-
-            toggler = threading.Thread(target=toggle, name="ab-toggle", daemon=True)
-            toggler.start()
         begin = time.monotonic() + 0.2
         for conn in lane_conns:
             conn.send(("run", begin))
-        witness_conn.send(("run", begin + cycles * (opts.window + 0.3)))  # about as long as the lanes run
+        for conn in witness_conns:
+            conn.send(("run", begin + cycles * (opts.window + 0.3)))  # about as long as the lanes run
         a = machine.sample()
         records: list[LaneRecord] = []
         for conn in lane_conns:
             records += conn.recv()
             conn.send(("exit",))
         time.sleep(opts.window + 0.5)  # the last sessions lapse and stop
-        witness = witness_conn.recv()
+        witnesses: list[tuple[str, list[float]]] = [conn.recv() for conn in witness_conns]
         loads["stop latency"] = machine.between(a, machine.sample())
-        phase_a = (a[0], time.monotonic())
-        if opts.ab:
-            toggling.set()
-            toggler.join()
+        phase = (a[0], time.monotonic())
+        stop_threads = Counter(_policy(t.native_id) for t in threading.enumerate() if t.name.startswith("stop_"))
+        deadline_policy = _policy(getattr(daemon.sessions._thread, "native_id", None))
 
-        # 2. heartbeats/s, as fast as the clients can send them
-        print("heartbeats/s ...", flush=True)
-        sustained = hammer_all("daemon", opts.seconds, "heartbeats/s")
-
-        # 3b. heartbeats against the floor, interleaved in short slots so that other load weighs on both alike
+        # 2. heartbeats against the floor, interleaved in short slots so that other load weighs on both alike
         print("heartbeats/s against the floor, interleaved ...", flush=True)
         slot = min(0.25, opts.window / 4)
         slots = 2 * max(1, round(opts.seconds / slot))
-        begin = time.monotonic() + 0.2
-        for conn in hb_conns:
-            conn.send(("alternate", begin, slot, slots, opts.threads))
-        arms = [default_switch, opts.ab] if opts.ab else [sys.getswitchinterval()]
-        if opts.ab:  # the switch interval alternates with every pair of slots (one heartbeat slot, one echo slot)
-
-            def toggle_slots() -> None:
-                for pair in range(slots // 2):
-                    time.sleep(max(0.0, begin + pair * 2 * slot - time.monotonic()))
-                    sys.setswitchinterval(arms[pair % 2])
-                time.sleep(max(0.0, begin + slots * slot - time.monotonic()))
-                sys.setswitchinterval(default_switch)
-
-            toggler = threading.Thread(target=toggle_slots, name="ab-toggle", daemon=True)
-            toggler.start()
-        time.sleep(max(0.0, begin - time.monotonic()))
-        a = machine.sample()
-        mixed = [conn.recv() for conn in hb_conns]
-        loads["interleaved"] = machine.between(a, machine.sample())
-        if opts.ab:
-            toggler.join()
-        per_slot = [sum(r[0][s] for r in mixed) for s in range(slots)]
-        interleaved_failed = sum(r[1] for r in mixed)
+        per_slot, interleaved_failed, loads["interleaved"] = slots_of(["daemon", "echo"], slot, slots)
         time.sleep(0.3)
         for conn in hb_conns:
             conn.send(("close",))
@@ -872,12 +704,13 @@ def run(opts: Options) -> int:
         for conn in hb_conns:
             conn.send(("exit",))
 
-        # what a full garbage collection costs in this process (the daemon's, with gRPC loaded), and after gc.freeze()
-        tracked = len(gc.get_objects())
-        full_gc = [_timed(gc.collect) for _ in range(5)]
-        gc.freeze()
-        frozen_gc = [_timed(gc.collect) for _ in range(5)]
-        gc.unfreeze()
+        # what a full garbage collection costs in this process now (the daemon froze what start-up left)
+        tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()
+        full_gc = []
+        for _ in range(5):
+            began = time.perf_counter()
+            gc.collect()
+            full_gc.append(time.perf_counter() - began)
     finally:
         for proc in procs:
             proc.join(timeout=5)
@@ -887,11 +720,12 @@ def run(opts: Options) -> int:
         daemon.shutdown()
 
     # --- analysis ---------------------------------------------------------------------------------------------
-    events_by_pin: dict[int, list[tuple[float, int, float, str, str]]] = {}
-    for event in sorted(probe.pin_events):
-        events_by_pin.setdefault(event[1], []).append(event)
+    by_pin: dict[int, list[PinEvent]] = {}
+    for event in sorted(probe.events, key=lambda e: e.at):
+        by_pin.setdefault(event.bcm, []).append(event)
     measured: list[Measured] = []
-    early, never_expired, no_stop, lane_errors, wrong_deadline = 0, 0, 0, 0, 0
+    writers: Counter[str] = Counter()
+    early, never_expired, unmeasured, lane_errors, wrong_deadline = 0, 0, 0, 0, 0
     for record in records:
         if record.error or not record.session_id:
             lane_errors += 1
@@ -900,38 +734,34 @@ def run(opts: Options) -> int:
         if expiry is None:
             never_expired += 1
             continue
-        if not record.sent - 0.001 <= expiry.deadline - opts.window <= record.answered + 0.001:
+        deadline = expiry.report.deadline
+        if not record.sent - 0.001 <= deadline - opts.window <= record.answered + 0.001:
             wrong_deadline += 1  # the deadline is not one window after this session's SetPower
-        pin_events = events_by_pin.get(pwm_pin[record.motor], [])
-        on = next((e for e in pin_events if e[3] == "command" and e[4] == record.session_id and e[2] > 0), None)
-        if on is not None:  # any duty 0 on this motor between its SetPower and the deadline is an early stop
-            first_off = next((e for e in pin_events if e[0] >= on[0] and e[2] == 0), None)
-            if first_off is not None and first_off[0] < expiry.deadline:
-                early += 1
-        off = next((e for e in pin_events if e[3] == "stop" and e[4] == record.session_id and e[2] == 0), None)
+        events = by_pin.get(pwm_pin[record.motor], [])
+        on = next((e for e in events if e.writer == "command" and e.session_id == record.session_id and e.value), None)
+        off = next((e for e in events if on is not None and e.at >= on.at and e.value == 0), None)
         if off is None:
-            no_stop += 1
+            unmeasured += 1
             continue
-        began, returned = probe.stops.get((record.session_id, record.motor), (math.nan, math.nan))
-        waited, relocked = expiry.wait_returned
-        if not expiry.deadline <= waited <= expiry.woke:  # the loop did not wait for this one: it was busy
-            waited = relocked = math.nan
+        if off.at < deadline:  # any duty 0 on this motor between its SetPower and the deadline is an early stop
+            early += 1
+            continue
+        writers[off.writer] += 1
+        waited = expiry.wait_returned
+        if not deadline <= waited <= expiry.woke:  # the loop did not wait for this deadline: it was busy
+            waited = math.nan
+        finished = expiry.report.latency
         measured.append(Measured(
-            latency=off[0] - expiry.deadline,
-            returned=waited - expiry.deadline,
-            relocked=relocked - waited,
-            woke=expiry.woke - expiry.deadline,
-            dispatch=expiry.dispatched - expiry.woke,
-            thread=math.nan if expiry.inline else began - expiry.dispatched,
-            pin=off[0] - (expiry.dispatched if expiry.inline else began),
-            rest=returned - off[0],
-            inline=expiry.inline,
-            switch_interval=expiry.switch_interval,
-            batch=expiry.batch,
-            deadline=expiry.deadline,
+            latency=off.at - deadline,
+            returned=waited - deadline,
+            expired=expiry.woke - waited,
+            woke=expiry.woke - deadline,
+            cut=off.at - expiry.woke,
+            finished=math.nan if finished is None else finished,
+            deadline=deadline,
         ))
     latency = [m.latency for m in measured]
-    phase_gc = [(b, e, g) for b, e, g in probe.gc if phase_a[0] <= b <= phase_a[1]]
+    phase_gc = [(b, e, g) for b, e, g in probe.gc if phase[0] <= b <= phase[1]]
     for m in measured:
         m.gc = sum(min(e, m.deadline + m.latency) - max(b, m.deadline) for b, e, _ in phase_gc
                    if b < m.deadline + m.latency and e > m.deadline) * 1000
@@ -945,74 +775,50 @@ def run(opts: Options) -> int:
         if share.others > 0.10 or share.steal > 0.05:
             notes.append(f"other processes used {share.others:.0%} of the machine (hypervisor steal "
                          f"{share.steal:.0%}) during '{phase}': its figures are disturbed")
-        return (f"machine {share.busy:.0%} busy (this benchmark {share.ours:.0%}, other processes {share.others:.0%}"
-                + (f", steal {share.steal:.0%}" if share.steal >= 0.005 else "") + ")")
+        return share.text()
 
-    experiment = []
-    if opts.switch_interval is not None:
-        experiment.append(f"switch interval {opts.switch_interval * 1000:g} ms for the whole run")
-    if opts.inline_cut:
-        experiment.append("inline cut on every expiry")
-    if opts.nice is not None:
-        experiment.append(f"nice {opts.nice} for the daemon's threads")
-    if opts.rt is not None:
-        experiment.append(f"SCHED_FIFO {opts.rt} for the deadline thread and the stop threads")
-    if opts.ab:
-        experiment.append(f"A/B in 1.: switch interval {default_switch * 1000:g} / {opts.ab * 1000:g} ms alternating "
-                          "every 0.5 s x thread pool / inline cut on every other expiry")
     out = ["", "=" * 110, *lines,
            f"setup:   {MOTORS} motors (dir+pwm) on mock PWM pins; heartbeat window {opts.window * 1000:g} ms; "
            f"{opts.sessions} sessions in {opts.heartbeat_procs} client processes, each heartbeated every "
            f"{opts.window / 5 * 1000:g} ms; {MOTORS} expiry lanes in {opts.lane_procs} processes",
-           f"         daemon in this process (probes on its session manager and pins), gRPC ThreadPoolExecutor"
-           f"({SERVER_WORKERS}); GIL switch interval {default_switch * 1000:g} ms",
-           "         " + ("EXPERIMENT: " + "; ".join(experiment) if experiment else "daemon as shipped"),
+           f"         the daemon as shipped, in this process (probes on its session manager and pins), gRPC "
+           f"ThreadPoolExecutor({SERVER_WORKERS}); deadline thread {deadline_policy}, stop threads "
+           + (", ".join(f"{n} x {p}" for p, n in stop_threads.items()) or "none started"),
            "-" * 110]
+    if not deadline_policy.startswith("SCHED_FIFO"):
+        notes.append(f"the deadline thread ran {deadline_policy}, not SCHED_FIFO: this process may not raise "
+                     "its priority (run as root, or with an RLIMIT_RTPRIO like the unit's LimitRTPRIO=20)")
 
     n = len(measured)
-    out.append(f"1. stop latency, deadline -> PWM duty 0 at the mock pin: {n} expiries; "
-               + load_text("stop latency"))
+    out.append(f"1. stop latency, deadline -> PWM duty 0 at the mock pin: {n} expiries; " + load_text("stop latency"))
     if n:
         out.append(f"   p50 {ms(pct(latency, 0.5))} ms   p99 {ms(pct(latency, 0.99))} ms   max {ms(max(latency))} ms"
                    f"   (min {ms(min(latency))}, mean {ms(sum(latency) / n)})   target p99 <= {TARGET_P99_MS:g} ms, "
                    f"max <= {TARGET_MAX_MS:g} ms")
-    out.append(f"   stops before the deadline: {early} (target 0)   expiries without a duty-0 write: {no_stop}   "
-               f"lane sessions that never expired: {never_expired}   lane RPC errors: {lane_errors}   "
-               f"deadline != SetPower + window: {wrong_deadline}")
+    out.append(f"   stops before the deadline: {early} (target 0)   duty 0 written by: "
+               + (", ".join(f"{w} {c}" for w, c in writers.items()) or "nobody")
+               + f"   not measured: {unmeasured} without SetPower then duty 0, {never_expired} never expired, "
+               f"{lane_errors} lane RPC errors, {wrong_deadline} deadlines != SetPower + window")
     out.append(f"   sessions expired per deadline-loop pass: {dict(sorted(batches.items()))}")
     pauses = [e - b for b, e, _ in phase_gc]
     hit = [m for m in measured if m.gc > 0]
     out.append(f"   garbage collections in the daemon's process meanwhile: {len(pauses)} ("
-               f"{Counter(g for _, _, g in phase_gc).get(2, 0)} full), pause p50 {ms(pct(pauses, 0.5))} / max "
+               f"{sum(g == 2 for _, _, g in phase_gc)} full), pause p50 {ms(pct(pauses, 0.5))} / max "
                f"{ms(max(pauses, default=0.0))} ms; expiries with a collection inside deadline -> duty 0: {len(hit)}"
                + (f" (their latency max {ms(max(m.latency for m in hit))} ms)" if hit else ""))
-    out.append(f"   a full collection in this process ({tracked} tracked objects) holds the GIL for "
-               f"{ms(pct(full_gc, 0.5))} ms (median of 5, max {ms(max(full_gc))}); after gc.freeze(): "
-               f"{ms(pct(frozen_gc, 0.5))} ms")
-    out.append(f"   {'stage (ms)':<46}{'p50':>9}{'p99':>9}{'max':>9}")
-    out.append(f"   {'(witness: same wait in its own process)':<46}{_spread(witness)}   n={len(witness)}, same moments")
-    for key, label, inline in STAGES:
-        values = [v for m in measured if inline is None or m.inline == inline if not math.isnan(v := getattr(m, key))]
+    out.append(f"   a full collection of this process now: {ms(pct(full_gc, 0.5))} ms (median of 5, max "
+               f"{ms(max(full_gc))}); {tracked} objects tracked, {frozen} frozen by the daemon's start")
+    out.append(f"   {'stage (ms)':<50}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
+    for policy, lateness in witnesses:
+        out.append(f"   {f'witness in its own process, {policy}':<50}{_spread(lateness)}")
+    for key, label in STAGES:
+        values = [v for m in measured if not math.isnan(v := getattr(m, key))]
         if values:
-            out.append(f"   {label:<46}{_spread(values)}")
+            out.append(f"   {label:<50}{_spread(values)}")
     worst = sorted(measured, key=lambda m: -m.latency)[:3]
     out.append("   worst: " + " | ".join(
-        f"{ms(m.latency)} = woke {ms(m.woke)} (wait returned {ms(m.returned)}) + dispatch {ms(m.dispatch)} + "
-        + (f"pin {ms(m.pin)} (inline)" if m.inline else f"thread {ms(m.thread)} + pin {ms(m.pin)}")
+        f"{ms(m.latency)} = expired {ms(m.woke)} (wait returned {ms(m.returned)}) + cut {ms(m.cut)}"
         + (f" [gc {m.gc:.3f} inside]" if m.gc else "") for m in worst))
-    if opts.ab:
-        out.append(f"   A/B arms (ms){'':<33}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}{'p90':>9}{'>1ms':>6}{'>2ms':>6}"
-                   f"   {'woke p99/max':>15}")
-        for switch in (default_switch, opts.ab):
-            for inline in (False, True):
-                arm = [m for m in measured if m.inline == inline and m.switch_interval == switch]
-                if arm:
-                    woke = [m.woke for m in arm]
-                    lat = [m.latency for m in arm]
-                    label = f"switch {switch * 1000:g} ms, {'inline cut' if inline else 'thread pool'}"
-                    out.append(f"   {label:<46}{len(arm):>5}{_spread(lat)}{ms(pct(lat, 0.9)):>9}"
-                               f"{sum(v > 0.001 for v in lat):>6}{sum(v > 0.002 for v in lat):>6}   "
-                               f"{ms(pct(woke, 0.99)):>7}/{ms(max(woke))}")
     if not n:
         missed.append("stop latency: no expiry measured")
     else:
@@ -1024,36 +830,21 @@ def run(opts: Options) -> int:
             missed.append(f"only {n} expiries measured (< 200)")
     if early:
         missed.append(f"{early} stops before the deadline (must be 0)")
-    if no_stop or never_expired or lane_errors or wrong_deadline:
+    if unmeasured or never_expired or lane_errors or wrong_deadline:
         missed.append("stop latency: some lane sessions were not measured cleanly (see the counts above)")
 
-    rate = sustained[0] / sustained[2]
-    floor = floor_before[0] / floor_before[2]
-    mixed_rates: list[tuple[float, float, float]] = []  # (switch interval, echo/s, heartbeats/s)
-    for which, interval in enumerate(arms):
-        pairs = [p for p in range(slots // 2) if p % len(arms) == which]
-        span = len(pairs) * slot
-        mixed_rates.append((interval, sum(per_slot[2 * p + 1] for p in pairs) / span,
-                            sum(per_slot[2 * p] for p in pairs) / span))
-    _, echo_mixed, hb_mixed = mixed_rates[0]
-    share = hb_mixed / echo_mixed if echo_mixed else 0.0
+    span = slots // 2 * slot
+    hb_rate, echo_rate = sum(per_slot[0::2]) / span, sum(per_slot[1::2]) / span
+    share = hb_rate / echo_rate if echo_rate else 0.0
     out += ["-" * 110,
-            f"2. heartbeats sustained: {rate:,.0f}/s ({sustained[0]} in {sustained[2]:g} s, {sustained[1]} failed) "
-            f"to {opts.sessions} sessions from {opts.heartbeat_procs} processes x {opts.threads} threads; "
-            + load_text("heartbeats/s"),
+            f"2. heartbeats against the floor (a trivial grpcio echo: same server model, clients and request bytes), "
+            f"{slot * 1000:g} ms slots in turn, {span:g} s each, from {opts.heartbeat_procs} processes x "
+            f"{opts.threads} threads: echo {echo_rate:,.0f}/s, heartbeats {hb_rate:,.0f}/s ({interleaved_failed} "
+            "failed); " + load_text("interleaved"),
+            f"   heartbeats/s = {share:.0%} of the floor (target >= {TARGET_FLOOR_SHARE:.0%})",
             f"   false expiries: {false_server} in the daemon's session manager (whole run), {false_client} "
             f"SESSION_EXPIRED answers to heartbeats; longest gap between one session's heartbeats {ms(max_gap)} ms "
-            f"(window {opts.window * 1000:g} ms); other client errors {sum(s['errors'] for s in client_stats)}",
-            f"3. floor, trivial grpcio echo (same server model, clients and request bytes): {floor:,.0f} calls/s "
-            f"over {floor_before[2]:g} s before the stop-latency phase; " + load_text("floor, before"),
-            f"   interleaved, {slot * 1000:g} ms slots, {slots // 2 * slot:g} s each: echo {echo_mixed:,.0f}/s, "
-            f"heartbeats {hb_mixed:,.0f}/s ({interleaved_failed} failed)"
-            + (f" at switch interval {default_switch * 1000:g} ms" if opts.ab else "") + "; "
-            + load_text("interleaved"),
-            *[f"   A/B at switch interval {interval * 1000:g} ms: echo {echo:,.0f}/s, heartbeats {hb:,.0f}/s = "
-              f"{hb / echo if echo else 0:.0%} of the echo" for interval, echo, hb in mixed_rates[1:]],
-            f"   heartbeats/s = {share:.0%} of the floor, interleaved (target >= {TARGET_FLOOR_SHARE:.0%}); "
-            f"sustained run / floor run: {rate / floor:.0%}"]
+            f"(window {opts.window * 1000:g} ms); other client errors {sum(s['errors'] for s in client_stats)}"]
     if false_server or false_client:
         missed.append(f"false expiries: {false_server} in the daemon, {false_client} seen by clients (must be 0)")
     if share < TARGET_FLOOR_SHARE:
@@ -1061,13 +852,13 @@ def run(opts: Options) -> int:
 
     out.append("-" * 110)
     if idle.error:
-        out.append(f"4. idle cost: not measured: {idle.error}")
+        out.append(f"3. idle cost: not measured: {idle.error}")
     else:
-        out.append(f"4. idle `rover-safety serve --simulate`, no clients, {idle.seconds:.2f} s: "
-                   f"CPU {idle.cpu * 1000:.2f} ms ({idle.cpu / idle.seconds * 1000:.2f} ms/s; /proc stat ticks say "
-                   f"{idle.cpu_ticks * 1000:.0f} ms), context switches {idle.voluntary} voluntary "
-                   f"({idle.voluntary / idle.seconds:.1f}/s) + {idle.involuntary} involuntary, {idle.threads} "
-                   f"threads; machine {idle_load.busy:.0%} busy")
+        vol, invol = idle.switches
+        out.append(f"3. idle `rover-safety serve --simulate`, no clients, {idle.seconds:.2f} s: "
+                   f"CPU {idle.cpu * 1000:.2f} ms ({idle.cpu / idle.seconds * 1000:.2f} ms/s), context switches "
+                   f"{vol} voluntary ({vol / idle.seconds:.1f}/s) + {invol} involuntary, {idle.threads} threads; "
+                   + idle_load.text())
         out.append("   wake-ups by thread name: " + "; ".join(
             f"{name} x{count}: {wakes} ({wakes / idle.seconds:.1f}/s, {cpu * 1000:.2f} ms CPU)"
             for name, count, wakes, cpu in idle.by_thread if wakes))
@@ -1089,24 +880,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=100, help="heartbeating sessions (default 100)")
     p.add_argument("--heartbeat-procs", type=int, default=4, help="heartbeat client processes (default 4)")
     p.add_argument("--lane-procs", type=int, default=2, help="expiry client processes (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="threads per heartbeat process when hammering (default 2)")
-    p.add_argument("--seconds", type=float, default=5.0, help="length of each throughput measurement (default 5)")
+    p.add_argument("--threads", type=int, default=2, help="threads per heartbeat process in phase 2 (default 2)")
+    p.add_argument("--seconds", type=float, default=5.0, help="heartbeats and echo, each, interleaved (default 5)")
     p.add_argument("--idle-seconds", type=float, default=5.0, help="idle measurement (default 5)")
-    p.add_argument("--switch-interval", type=float, default=None,
-                   help="EXPERIMENT: sys.setswitchinterval() in the daemon's process for the whole run, seconds")
-    p.add_argument("--inline-cut", action="store_true",
-                   help="EXPERIMENT: cut() an expired session's motors in the deadline thread, before the hand-off")
-    p.add_argument("--ab", type=float, default=None, metavar="SWITCH_INTERVAL",
-                   help="EXPERIMENT: in the stop-latency phase, alternate the switch interval between the default "
-                   "and this every 0.5 s, and inline-cut every other expiry; report each of the 4 arms")
-    p.add_argument("--rt", type=int, default=None, metavar="PRIORITY",
-                   help="EXPERIMENT: SCHED_FIFO at this priority for the deadline thread and the stop threads "
-                   "(needs CAP_SYS_NICE)")
-    p.add_argument("--nice", type=int, default=None,
-                   help="EXPERIMENT: this nice value for the daemon's threads (the systemd unit has Nice=-10)")
-    a = p.parse_args(argv)
-    return run(Options(a.window, a.expiries, a.sessions, a.heartbeat_procs, a.lane_procs, a.threads, a.seconds,
-                       a.idle_seconds, a.switch_interval, a.inline_cut, a.ab, a.rt, a.nice))
+    return run(Options(**vars(p.parse_args(argv))))
 
 
 if __name__ == "__main__":

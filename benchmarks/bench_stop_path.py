@@ -15,6 +15,14 @@ times, on two paths:
 For each stop: the commands sent between the stop() call and its return, the time from the call to the last command
 that drove an output off (as the emulator saw it arrive), and the time to return. Prints a Markdown table with
 p50/p99 in microseconds, and the floor: one raw `pi.set_PWM_dutycycle(pin, 0)` round trip.
+
+`Motor.stop()` is what a stop thread runs. A session's expiry does more: the deadline thread first cuts the PWM
+outputs itself (`Motor.cut_power()`, duty 0, no driver lock), then hands `Motor.stop()` to a stop thread. A second
+table runs that path through a `SessionManager` as the daemon builds it (real-time deadline and stop threads): each
+of `--expiries` sessions drives the motor and lapses after `--window`; from each deadline, the commands sent until
+the stop thread's stop() returned, the time to the first duty-0 command (the cut), to the last off command, and to
+the stop's end (the manager's own `StopReport.latency`). Nothing else runs in this process: no gRPC, no GIL
+contention; this is what the pigpiod round trips add.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
+import queue
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +43,8 @@ import pigpio
 from gpiozero import DigitalOutputDevice, PhaseEnableMotor, PWMOutputDevice
 from gpiozero import Motor as GpiozeroMotor
 from rover_safety.config import MotorConfig, MotorPins
+from rover_safety.daemon.app import realtime_thread
+from rover_safety.daemon.sessions import SessionEvent, SessionManager
 from rover_safety.drivers import Motor, open_factory
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -161,16 +172,56 @@ def floor(emulator: Any, host: str, stops: int) -> Stats:
         pi.stop()
 
 
-def row(name: str, what: str, s: Stats) -> str:
+def expiries(emulator: Any, factory: Any, case: Case, count: int, window: float) -> tuple[Stats, list[float]]:
+    """`count` sessions that each drive the motor and lapse; per expiry, from its deadline: the commands sent until
+    the stop was over, the time to the last off command and to the stop's end; and the times to the first duty 0."""
+    motor = Motor(MotorConfig("m", case.pins), factory)
+    ended: queue.Queue[SessionEvent] = queue.Queue()
+    manager = SessionManager({"m": motor}, window, thread_setup=realtime_thread,
+                             on_event=lambda e: ended.put(e) if e.kind == "expired" else None)
+    spans: list[tuple[float, float, float]] = []  # deadline, the stop's end (StopReport.latency), next command
+    try:
+        for i in range(count):
+            session = manager.start()
+            manager.associate_resource(session.id, "m")
+            motor.set_power(0.6 if i % 2 == 0 else -0.6)
+            event = ended.get(timeout=5)
+            assert event.session_id == session.id and event.latency is not None, event
+            spans.append((session.deadline, session.deadline + event.latency, time.monotonic()))
+    finally:
+        manager.close()
+        motor.close()
+    log = emulator.log(since=spans[0][0])
+    stats, cut = Stats([], [], []), []
+    for deadline, finished, until in spans:
+        inside = [c for c in log if deadline <= c.t <= until]
+        offs = [c.t for c in inside if is_off(c)]
+        stats.commands.append(len(inside))
+        stats.to_last_off.append(max(offs) - deadline)
+        stats.to_return.append(finished - deadline)
+        cut.append(min(c.t for c in inside if c.cmd == PWM and c.p2 == 0) - deadline)
+    return stats, cut
+
+
+def us(values: list[float]) -> str:
+    """p50 / p99 in microseconds."""
+    return f"{1e6 * pct(values, 0.5):.0f} / {1e6 * pct(values, 0.99):.0f}"
+
+
+def count(s: Stats) -> str:
     commands = sorted(set(s.commands))
-    count = str(commands[0]) if len(commands) == 1 else f"{commands[0]}..{commands[-1]}"
-    us = [1e6 * pct(v, q) for v in (s.to_last_off, s.to_return) for q in (0.5, 0.99)]
-    return f"| {name} | {what} | {count} | {us[0]:.0f} / {us[1]:.0f} | {us[2]:.0f} / {us[3]:.0f} |"
+    return str(commands[0]) if len(commands) == 1 else f"{commands[0]}..{commands[-1]}"
+
+
+def row(name: str, what: str, s: Stats) -> str:
+    return f"| {name} | {what} | {count(s)} | {us(s.to_last_off)} | {us(s.to_return)} |"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--stops", type=int, default=300, help="stops per wiring and path (default 300)")
+    ap.add_argument("--expiries", type=int, default=100, help="session expiries per wiring (default 100)")
+    ap.add_argument("--window", type=float, default=0.02, help="their heartbeat window, seconds (default 0.02)")
     args = ap.parse_args(argv)
     emu_module = load_emulator()
     host = "127.0.0.1"
@@ -198,6 +249,21 @@ def main(argv: list[str] | None = None) -> int:
                 what = f"{path} ({outputs} outputs)" if path != "gpiozero" else f"gpiozero: {case.gpiozero}"
                 print(row(case.name, what, stats))
                 emulator.clear_log()
+        print()
+        print(f"# expiry path: {args.expiries} session expiries per row (window {args.window * 1000:g} ms), "
+              "SessionManager with real-time deadline and stop threads: cut_power() then stop()")
+        print()
+        print("| wiring | pigpiod commands per expiry | deadline -> duty 0 (the cut), us p50 / p99 "
+              "| deadline -> last off command, us p50 / p99 | deadline -> stop() done, us p50 / p99 |")
+        print("|---|---|---|---|---|")
+        for case in CASES:
+            factory = open_factory("pigpio", host, emulator.port)
+            try:
+                stats, cut = expiries(emulator, factory, case, args.expiries, args.window)
+            finally:
+                factory.close()
+            print(f"| {case.name} | {count(stats)} | {us(cut)} | {us(stats.to_last_off)} | {us(stats.to_return)} |")
+            emulator.clear_log()
     return 0
 
 
