@@ -173,7 +173,9 @@ class SessionManager:
     ) -> None:
         self.heartbeat_window = heartbeat_window
         self.allow_unmonitored_motion = allow_unmonitored_motion
-        self._resources = dict(resources)
+        self._resources: dict[str, Stoppable] = {}
+        self._cutters: dict[str, Callable[[], None]] = {}
+        self._set_resources(resources)
         self._on_event = on_event
         self._max = max_sessions
         self._stop_timeout = stop_timeout
@@ -329,7 +331,7 @@ class SessionManager:
     def replace_resources(self, resources: Mapping[str, Stoppable]) -> None:
         """Swap in a new resource table (after a reload); forget sessions' claims on resources that went away."""
         with self._lock:
-            self._resources = dict(resources)
+            self._set_resources(resources)
             for name in [n for n in self._last_user if n not in resources]:
                 del self._last_user[name]
 
@@ -345,6 +347,11 @@ class SessionManager:
         return reports
 
     # --- the deadline loop ----------------------------------------------------------------------
+
+    def _set_resources(self, resources: Mapping[str, Stoppable]) -> None:
+        """Keep the resources, and each one's cut_power, looked up once here rather than at every expiry."""
+        self._resources = dict(resources)
+        self._cutters = {n: r.cut_power for n, r in resources.items() if isinstance(r, CutPower)}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -418,10 +425,10 @@ class SessionManager:
 
     def _cut(self, report: StopReport) -> None:
         for name in report.resources:
-            resource = self._resources.get(name)
-            if isinstance(resource, CutPower):
+            cut = self._cutters.get(name)
+            if cut is not None:
                 with contextlib.suppress(Exception):  # the stop() that follows retries, times out and reports it
-                    resource.cut_power()
+                    cut()
 
     def _dispatch(self, report: StopReport) -> None:
         """Stop the report's resources concurrently, each under a timeout; never under the table lock."""
