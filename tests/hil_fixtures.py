@@ -26,6 +26,7 @@ from pathlib import Path
 import pigpio
 from conftest import example_config
 from pigpiod_emulator import Cmd, Command, PigpiodEmulator
+from rover_safety.drivers.pins import stop_connection
 
 TESTS = Path(__file__).parent
 HIL = os.environ.get("ROVER_SAFETY_HIL") == "1"
@@ -72,16 +73,6 @@ class Out:
 def _quiet_pi(host: str, port: int) -> pigpio.pi:
     with contextlib.redirect_stdout(io.StringIO()):
         return pigpio.pi(host, port, show_errors=False)
-
-
-def stop_pi(pi: pigpio.pi) -> None:
-    """pi.stop(), also after pigpiod died (the first call then raises, the second finishes)."""
-    for _ in range(2):
-        try:
-            pi.stop()
-            return
-        except OSError:
-            pass
 
 
 class Gpio:
@@ -178,7 +169,7 @@ class Gpio:
         The reader's own connection is closed first, so that its pigpio notification thread does not spin here.
         """
         assert self.emu is not None, "only the emulator can be killed by a test"
-        stop_pi(self.reader)
+        stop_connection(self.reader)
         died = time.monotonic()
         self.emu.stop()
         return died
@@ -196,7 +187,7 @@ class Gpio:
                 self.reader.set_mode(pin, INPUT)
 
     def close(self) -> None:
-        stop_pi(self.reader)
+        stop_connection(self.reader)
 
 
 def first_off(commands: Sequence[Command], gpio: int, level: int = 0) -> float | None:

@@ -23,19 +23,10 @@ from pigpiod_emulator import (
     EmulatorClient,
     PigpiodEmulator,
 )
+from rover_safety.drivers.pins import stop_connection
 
 HOST = "127.0.0.1"
 DEAD_PIGPIOD = (struct.error, OSError)  # what pigpio raises once pigpiod has gone
-
-
-def _stop(pi: pigpio.pi) -> None:
-    """pi.stop(), also after pigpiod died (the first call then raises, the second finishes)."""
-    for _ in range(2):
-        try:
-            pi.stop()
-            return
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def pi(emu: PigpiodEmulator) -> Iterator[pigpio.pi]:
     client = pigpio.pi(HOST, emu.port, show_errors=False)
     assert client.connected
     yield client
-    _stop(client)
+    stop_connection(client)
 
 
 @pytest.fixture
@@ -228,7 +219,7 @@ def test_stop_makes_next_write_raise_and_state_survives_restart(emu: PigpiodEmul
     assert emu.client_count == 0 and not emu.running
     with pytest.raises(DEAD_PIGPIOD):
         pi.write(17, 1)
-    _stop(pi)  # also ends pigpio's notify thread, which spins once pigpiod has gone
+    stop_connection(pi)  # also ends pigpio's notify thread, which spins once pigpiod has gone
     notify_thread.join(2)
     assert not notify_thread.is_alive()
     assert emu.pin(18).duty == 200  # PWM keeps running in a dead pigpiod's pins
@@ -238,7 +229,7 @@ def test_stop_makes_next_write_raise_and_state_survives_restart(emu: PigpiodEmul
     try:
         assert again.get_PWM_dutycycle(18) == 200
     finally:
-        _stop(again)
+        stop_connection(again)
 
 
 def _thread_cpu_ticks(native_id: int) -> int:
@@ -283,13 +274,13 @@ def test_standalone_process() -> None:
             with pytest.raises(DEAD_PIGPIOD):
                 pi.write(17, 1)
         finally:
-            _stop(pi)
+            stop_connection(pi)
         assert client.pin(18).duty == 100
         client.start_pigpiod()
         again = pigpio.pi(HOST, client.port, show_errors=False)
         try:
             assert again.get_PWM_dutycycle(18) == 100
         finally:
-            _stop(again)
+            stop_connection(again)
         assert client.wait_for(lambda: client.status()["clients"] == 0, timeout=2)
     assert client.process is not None and client.process.returncode is not None
