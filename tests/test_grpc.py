@@ -253,3 +253,16 @@ def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
     assert make_daemon.fatal_calls == 1
     assert duty(daemon, RIGHT_PWM) == 0, "other outputs must be stopped too"
     assert code_of(lambda: client.set_power("right", 0.5))[0] == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
+    from conftest import example_config
+    from rover_safety.config import parse
+    from rover_safety.daemon.app import Daemon, StartupError
+
+    text = example_config().replace('"127.0.0.1:0"', f'"127.0.0.1:{daemon.port}"')
+    second = Daemon(parse(text, "second.yaml"))
+    with pytest.raises(StartupError, match=rf"cannot listen on 127\.0\.0\.1:{daemon.port}"):
+        second.start()
+    assert second.rig is None  # its pins were released again
+    Client(daemon.port).robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)  # the first is unharmed
