@@ -100,6 +100,7 @@ class Daemon:
         self.sessions = SessionManager(
             self.rig.resources,
             cfg.heartbeat_window,
+            parts=self.rig.parts,
             on_event=self._on_session_event,
             allow_unmonitored_motion=cfg.allow_unmonitored_motion,
             tick=notify.watchdog_ping if watchdog else None,
@@ -276,7 +277,7 @@ class Daemon:
                 rig.bases.pop(name).stop()
             for name in changed_motors:
                 rig.motors.pop(name).close()
-            self.sessions.replace_resources(rig.resources)
+            self.sessions.replace_resources(rig.resources, rig.parts)
             added_motors = set(new_motors) - set(rig.motors)
             added_bases = set(new_bases) - set(rig.bases)
             added = added_motors | added_bases
@@ -284,7 +285,7 @@ class Daemon:
                 rig.motors.update(build(new, rig.factory, only=added_motors).motors)
             for name in sorted(added_bases):
                 rig.bases[name] = build_base(new, name, rig)
-            self.sessions.replace_resources(rig.resources)
+            self.sessions.replace_resources(rig.resources, rig.parts)
             self.sessions.set_heartbeat_window(new.heartbeat_window)
             bound_commands(getattr(rig.factory, "connection", None), command_timeout(new.heartbeat_window))
             self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion

@@ -14,7 +14,7 @@ import heapq
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,7 +117,8 @@ class StopReport:
     session: Session
     reason: str
     deadline: float
-    resources: tuple[str, ...]
+    resources: tuple[str, ...]  # what to stop: a base stopped whole stands for its motors
+    stopped: tuple[str, ...] = ()  # everything that stops, the motors of a whole base included (for the log)
     off_at: dict[str, float] = field(default_factory=dict)
     moving: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -160,6 +161,7 @@ class SessionManager:
         resources: Mapping[str, Stoppable],
         heartbeat_window: float,
         *,
+        parts: Mapping[str, Sequence[str]] | None = None,
         on_event: Callable[[SessionEvent], None] = lambda event: None,
         allow_unmonitored_motion: bool = False,
         max_sessions: int = MAX_SESSIONS,
@@ -175,7 +177,8 @@ class SessionManager:
         self.allow_unmonitored_motion = allow_unmonitored_motion
         self._resources: dict[str, Stoppable] = {}
         self._cutters: dict[str, Callable[[], None]] = {}
-        self._set_resources(resources)
+        self._parts: dict[str, tuple[str, ...]] = {}
+        self._set_resources(resources, parts)
         self._on_event = on_event
         self._max = max_sessions
         self._stop_timeout = stop_timeout
@@ -189,6 +192,7 @@ class SessionManager:
         self._heap: list[tuple[float, int, Session]] = []
         self._seq = 0
         self._last_user: dict[str, str] = {}  # resource name -> session id
+        self._unmonitored: set[str] = set()  # moved without a session since their last monitored use
         self._closed = False
         self._stoppers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="stop", initializer=thread_setup)
         self._watchers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stop-watch")
@@ -263,23 +267,7 @@ class SessionManager:
 
     def safety_monitor_resource_name(self, name: str) -> None:
         """Monitor `name` on behalf of the session in the current context (see `to_context`)."""
-        session = from_context()
-        if session is not None:
-            self.associate_resource(session.id, name)
-            return
-        if not self.allow_unmonitored_motion:
-            raise NoSession(name)
-        was_monitored = name in self._last_user
-        self.associate_resource(NIL, name)
-        self._on_event(
-            SessionEvent(
-                "unmonitored",
-                NIL,
-                resources=(name,),
-                detail=f"{name} moves with no session watching it"
-                + (" (it was monitored until now)" if was_monitored else ""),
-            )
-        )
+        self._claim((name,), from_context())
 
     def close(self) -> None:
         """Stop the manager without expiring any session."""
@@ -294,15 +282,22 @@ class SessionManager:
     # --- beyond the seeds ---------------------------------------------------------------------
 
     def run_monitored(self, name: str, command: Callable[[], T]) -> T:
-        """Run a command that moves `name` for the session in context, then make sure it did not outlive it.
+        """Run a command that moves `name` (and its parts) for the session in context; make sure it ends with it.
 
-        If the session ended while the command ran, the expiry's stop may have come before the command set the
-        outputs; stopping again afterwards closes that race (unless another session has taken the resource over).
+        The session becomes the last user of `name` and of every part of it (a base's motors) before the command
+        runs. If the command fails, the resources go back to their previous users, so a refused command never takes
+        a running motor away from the session that drives it. If the session ended while the command ran, the
+        expiry's stop may have come before the command set the outputs: stopping again afterwards closes that race
+        (unless another session has taken the resource over).
         """
-        self.safety_monitor_resource_name(name)
         session = from_context()
+        names = (name, *self._parts.get(name, ()))
+        previous = self._claim(names, session)
         try:
-            return command()
+            result = command()
+        except BaseException:
+            self._give_back(names, session, previous)
+            raise
         finally:
             if session is not None and session.ended is not None:
                 with self._lock:
@@ -310,6 +305,54 @@ class SessionManager:
                 resource = self._resources.get(name)
                 if resource is not None and not taken_over:
                     resource.stop()
+        return result
+
+    def _claim(self, names: tuple[str, ...], session: Session | None) -> dict[str, str | None]:
+        """Make `session` (None: nobody) the last user of `names`; return who was before."""
+        if session is None and not self.allow_unmonitored_motion:
+            raise NoSession(names[0])
+        with self._lock:
+            if session is not None and (
+                self._sessions.get(session.id) is not session or not session.live_at(self._clock())
+            ):
+                raise SessionExpired()
+            previous = {n: self._last_user.get(n) for n in names}
+            newly_unmonitored = []
+            for n in names:
+                if session is not None:
+                    self._last_user[n] = session.id
+                    self._unmonitored.discard(n)
+                else:
+                    self._last_user.pop(n, None)
+                    if n not in self._unmonitored:
+                        self._unmonitored.add(n)
+                        newly_unmonitored.append(n)
+        for n in newly_unmonitored:  # once each time a resource becomes unmonitored, not at every command
+            was = f" (session {previous[n]} monitored it until now)" if previous[n] else ""
+            self._on_event(SessionEvent("unmonitored", NIL, resources=(n,), detail=f"{n} moves with no session "
+                                        f"watching it{was}"))
+        return previous
+
+    def _give_back(self, names: tuple[str, ...], session: Session | None, previous: dict[str, str | None]) -> None:
+        """After a failed command the resources go back to their previous users; one whose user ended meanwhile is
+        stopped, since that session's expiry could not stop what this command had claimed."""
+        mine = None if session is None else session.id
+        orphans = []
+        with self._lock:
+            for n in names:
+                if self._last_user.get(n) != mine:
+                    continue  # another command has claimed it since
+                before = previous[n]
+                if before is not None and before in self._sessions:
+                    self._last_user[n] = before
+                    continue
+                self._last_user.pop(n, None)
+                if before is not None:
+                    orphans.append(n)
+        for n in orphans:
+            resource = self._resources.get(n)
+            if resource is not None:
+                resource.stop()
 
     def end(self, session_id: str, owner_id: str = "") -> StopReport | None:
         """Close a session now and stop its resources; None if it was unknown, foreign or already ended."""
@@ -328,10 +371,12 @@ class SessionManager:
         with self._lock:
             self.heartbeat_window = window
 
-    def replace_resources(self, resources: Mapping[str, Stoppable]) -> None:
+    def replace_resources(
+        self, resources: Mapping[str, Stoppable], parts: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         """Swap in a new resource table (after a reload); forget sessions' claims on resources that went away."""
         with self._lock:
-            self._set_resources(resources)
+            self._set_resources(resources, parts)
             for name in [n for n in self._last_user if n not in resources]:
                 del self._last_user[name]
 
@@ -348,9 +393,10 @@ class SessionManager:
 
     # --- the deadline loop ----------------------------------------------------------------------
 
-    def _set_resources(self, resources: Mapping[str, Stoppable]) -> None:
-        """Keep the resources, and each one's cut_power, looked up once here rather than at every expiry."""
+    def _set_resources(self, resources: Mapping[str, Stoppable], parts: Mapping[str, Sequence[str]] | None) -> None:
+        """Keep the resources, their parts (a base's motors), and each one's cut_power, looked up once here."""
         self._resources = dict(resources)
+        self._parts = {name: tuple(p) for name, p in (parts or {}).items()}
         self._cutters = {n: r.cut_power for n, r in resources.items() if isinstance(r, CutPower)}
 
     def _check_open(self) -> None:
@@ -382,10 +428,15 @@ class SessionManager:
         """End a session and take back its resources (caller holds the lock)."""
         session.ended = reason
         del self._sessions[session.id]
-        names = tuple(n for n, sid in self._last_user.items() if sid == session.id)
-        for name in names:
+        owned = [n for n, sid in self._last_user.items() if sid == session.id]
+        for name in owned:
             del self._last_user[name]
-        return StopReport(session, reason, deadline, names)
+        # A base is stopped whole only while all its motors are still this session's (then they need no stop of
+        # their own); if another session has taken one over since, only the motors still this session's stop.
+        whole = {n for n in owned if n in self._parts and set(self._parts[n]) <= set(owned)}
+        covered = {p for n in whole for p in self._parts[n]}
+        names = tuple(n for n in owned if n not in covered and (n not in self._parts or n in whole))
+        return StopReport(session, reason, deadline, names, tuple(n for n in owned if n in names or n in covered))
 
     def _run(self) -> None:
         self._thread_setup()
@@ -475,6 +526,6 @@ class SessionManager:
 
     def _finish(self, report: StopReport) -> None:
         s = report.session
-        self._on_event(SessionEvent(report.reason, s.id, s.peer, s.window, report.resources, tuple(report.moving),
+        self._on_event(SessionEvent(report.reason, s.id, s.peer, s.window, report.stopped, tuple(report.moving),
                                     report.latency))
         report.done.set()

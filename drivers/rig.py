@@ -37,6 +37,11 @@ class Rig:
     def resources(self) -> dict[str, Resource]:
         return {**self.motors, **self.bases}
 
+    @property
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        """Each base's motors by name: driving a base drives them."""
+        return {name: tuple(m.name for m in base.motors) for name, base in self.bases.items()}
+
     def stop_all(self) -> list[str]:
         """Stop every base, then every motor; the names of those that were moving.
 

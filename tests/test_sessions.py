@@ -178,7 +178,12 @@ def test_sessionless_motion_is_refused_unless_allowed(manager, things, events):
     manager.safety_monitor(things["left"])  # no session in context: left becomes unmonitored
     assert manager.last_user("left") is None
     (warning,) = [e for e in events if e.kind == "unmonitored"]
-    assert "left" in warning.detail and "was monitored" in warning.detail
+    assert warning.resources == ("left",) and f"session {a.id} monitored it until now" in warning.detail
+    manager.safety_monitor_resource_name("left")  # still unmonitored: no second warning
+    assert sum(e.kind == "unmonitored" for e in events) == 1
+    drive(manager, a, "left")
+    manager.safety_monitor_resource_name("left")  # unmonitored again after a session drove it: warned again
+    assert sum(e.kind == "unmonitored" for e in events) == 2
 
 
 def test_expired_session_cannot_claim_resources(manager, clock):
@@ -334,4 +339,59 @@ def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock):
     assert [c for c, _ in flaky.calls] == ["cut", "stop"]  # a failed cut still gets its full stop
     assert all(thread.startswith("stop") for c, thread in fine.calls + flaky.calls if c == "stop")
     assert report.failed == {}
+    m.close()
+
+
+def test_a_refused_command_does_not_take_the_resource_from_its_driver(manager, clock, things):
+    a, b = manager.start(owner="a"), manager.start(owner="b")
+    drive(manager, a, "left")
+
+    def refused() -> None:
+        raise ValueError("power_pct must be between -1 and 1")
+
+    with session_context(b), pytest.raises(ValueError):
+        manager.run_monitored("left", refused)
+    assert manager.last_user("left") == a.id  # still a's: a's expiry must stop it
+    clock.now += 1.0
+    manager.find_by_id(b.id, "b")
+    clock.now += 1.0
+    (report,) = expire(manager)
+    assert report.session is a and report.resources == ("left",) and things["left"].stops == 1
+
+
+def test_a_refused_command_stops_what_its_previous_user_left_behind(manager, clock, things):
+    a, b = manager.start(owner="a"), manager.start(owner="b")
+    drive(manager, a, "left")
+
+    def a_expires_then_refused() -> None:
+        clock.now += 1.0  # a's deadline; b heartbeated a second ago
+        expire(manager)  # a's expiry: left was b's for the moment, so it was not a's to stop
+        raise ValueError("refused")
+
+    clock.now += 1.0
+    manager.find_by_id(b.id, "b")
+    with session_context(b), pytest.raises(ValueError):
+        manager.run_monitored("left", a_expires_then_refused)
+    assert things["left"].stops == 1 and manager.last_user("left") is None
+
+
+def test_driving_a_base_claims_its_motors_and_expiry_stops_only_what_is_still_owned(clock, things, events):
+    m = SessionManager(things, 2.0, parts={"base": ("left", "right")}, clock=clock, on_event=events.append,
+                       autostart=False)
+    a, b = m.start(owner="a"), m.start(owner="b")
+    drive(m, a, "base")
+    assert (m.last_user("left"), m.last_user("right")) == (a.id, a.id)
+    drive(m, b, "left")  # b takes one wheel over
+    clock.now += 1.0
+    m.find_by_id(b.id, "b")
+    clock.now += 1.0
+    (report,) = expire(m)
+    assert report.session is a and report.resources == ("right",)  # not the base: that would stop b's wheel
+    assert (things["base"].stops, things["left"].stops, things["right"].stops) == (0, 0, 1)
+    c = m.start(owner="c")
+    drive(m, c, "base")
+    clock.now += 2.0
+    for report in expire(m):
+        if report.session is c:
+            assert report.resources == ("base",)  # all its motors still c's: the base stops them, once
     m.close()
