@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +155,8 @@ def _number(low: float | None = None, high: float | None = None, *, low_open: bo
     def convert(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number, not {_describe(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, not {value!r}")
         if low is not None and (value <= low if low_open else value < low):
             raise ValueError(f"{value!r} is out of range: must be {'>' if low_open else '>='} {low:g}")
         if high is not None and value > high:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rover_safety.config import BaseConfig
 
 from .errors import InvalidCommand, Unsupported
-from .motion import MotionSlot, TimedMotion
-from .motor import Motor, check_finite
+from .motion import MotionSlot, TimedMotion, check_duration
+from .motor import STOP_BELOW, Motor, check_finite
 
 
 class WheeledBase:
@@ -53,7 +53,7 @@ class WheeledBase:
             return None
         if mm_per_sec == 0:
             raise InvalidCommand("mm_per_sec must not be 0 for a non-zero distance")
-        speed = math.copysign(abs(mm_per_sec), distance_mm)
+        speed = math.copysign(abs(mm_per_sec), distance_mm * mm_per_sec)  # Viam: sign(distance) x sign(speed)
         return self._drive_for(abs(distance_mm / mm_per_sec), *self._wheel_powers(speed, 0.0))
 
     def spin(self, angle_deg: float, degs_per_sec: float) -> TimedMotion | None:
@@ -63,7 +63,7 @@ class WheeledBase:
             return None
         if degs_per_sec == 0:
             raise InvalidCommand("degs_per_sec must not be 0 for a non-zero angle")
-        rate = math.copysign(abs(degs_per_sec), angle_deg)
+        rate = math.copysign(abs(degs_per_sec), angle_deg * degs_per_sec)  # Viam: sign(angle) x sign(speed)
         return self._drive_for(abs(angle_deg / degs_per_sec), *self._wheel_powers(0.0, rate))
 
     def stop(self) -> bool:
@@ -73,15 +73,18 @@ class WheeledBase:
             return self._off()
 
     def force_off(self) -> None:
-        for motor in self.motors:
-            motor.force_off()
+        """Every motor forced off; one that fails does not keep the others on (the first error is raised after)."""
+        self._each(Motor.force_off)
 
     def cut_power(self) -> None:
         """Duty 0 on every motor's PWM at once, without waiting for any lock (stop() follows)."""
+        self._each(Motor.cut_power)
+
+    def _each(self, action: Callable[[Motor], object]) -> None:
         error: Exception | None = None
         for motor in self.motors:
             try:
-                motor.cut_power()
+                action(motor)
             except Exception as exc:
                 error = error or exc
         if error is not None:
@@ -120,7 +123,9 @@ class WheeledBase:
 
     def _drive_for(self, duration: float, left: float, right: float, slowdown: float) -> TimedMotion:
         """Drive for `duration` seconds, stretched by `slowdown` when the wheels could not go as fast as asked."""
-        duration *= slowdown
+        if max(abs(left), abs(right)) <= STOP_BELOW:
+            raise InvalidCommand("too slow to move: the wheels would get no power")
+        duration = check_duration(duration * slowdown)
         with self._lock:
             self._timed.cancel()
             self._drive(left, right)

@@ -5,6 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .errors import InvalidCommand
+
+MAX_DURATION = 24 * 3600.0  # seconds: a timed motion longer than a day is a mistake, not a plan
+
+
+def check_duration(duration: float) -> float:
+    if not duration <= MAX_DURATION:
+        raise InvalidCommand(f"that move would take {duration:.0f} s; at most {MAX_DURATION:.0f} s is allowed")
+    return duration
+
 
 class TimedMotion:
     """A motion that ends itself after `duration` seconds by calling `on_end`, unless cancelled first."""

@@ -11,7 +11,7 @@ from gpiozero.pins import Factory
 from rover_safety.config import MotorConfig
 
 from .errors import InvalidCommand, Unsupported
-from .motion import MotionSlot, TimedMotion
+from .motion import MotionSlot, TimedMotion, check_duration
 from .pins import Output, Outputs, outputs_for
 
 STOP_BELOW = 0.01  # |power| at or below this is a stop
@@ -109,10 +109,11 @@ class Motor:
         if abs(power) <= STOP_BELOW:
             raise InvalidCommand(f"rpm {rpm:g} is too slow to move {self.name!r}")
         assert self.config.max_rpm is not None
-        duration = abs(revolutions) / (abs(power) * self.config.max_rpm) * 60.0
+        # Viam's sign rule: the direction is sign(rpm) x sign(revolutions); the time follows the duty really applied
+        duration = check_duration(abs(revolutions) / (self._duty(power) * self.config.max_rpm) * 60.0)
         with self._lock:
             self._timed.cancel()
-            self._apply(math.copysign(power, revolutions))
+            self._apply(power if revolutions > 0 else -power)
             return self._timed.start(duration)
 
     def go_to(self) -> None:
@@ -122,10 +123,13 @@ class Motor:
         raise Unsupported(f"motor {self.name!r} has no encoder, so it has no position to reset")
 
     def stop(self) -> bool:
-        """Cut power to every output of the bridge; True if it was moving."""
+        """Cut power to every output of the bridge; True if it was moving. A failed cut does not skip the rest."""
         with self._lock:
-            self.cut()
-            return self.release()
+            try:
+                self.cut()
+            finally:
+                moving = self.release()
+            return moving
 
     def cut(self) -> None:
         """Set every PWM output to duty 0: the half of a stop that takes the power away."""
@@ -199,12 +203,16 @@ class Motor:
             raise Unsupported(f"motor {self.name!r} has no max_rpm configured, so it cannot be driven by rpm")
         return max(-1.0, min(1.0, rpm / self.config.max_rpm))
 
+    def _duty(self, power: float) -> float:
+        """The PWM duty for a power: |power| clamped to min_power_pct..max_power_pct."""
+        return min(self.config.max_power_pct, max(self.config.min_power_pct, abs(power)))
+
     def _apply(self, power: float) -> None:
         if abs(power) <= STOP_BELOW:
             self.stop()
             return
         cfg = self.config
-        duty = min(cfg.max_power_pct, max(cfg.min_power_pct, abs(power)))
+        duty = self._duty(power)
         forward = (power > 0) != cfg.dir_flip
         if self._power != 0.0 and (self._power > 0) != (power > 0):
             self.stop()  # reversing: never drive both ways at once

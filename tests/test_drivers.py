@@ -193,3 +193,62 @@ def test_base_velocity_and_timed_moves(base):
         base.move_straight(100, 0)
     with pytest.raises(InvalidCommand):
         base.set_power(2.0, 0.0)
+
+
+def test_direction_is_the_sign_of_speed_times_amount(factory, base):
+    """Viam's rule for GoFor, MoveStraight and Spin: a negative speed reverses the move as a negative amount does."""
+    motor = Motor(MotorConfig("m", MotorPins(dir=9, pwm=10), max_rpm=120), factory)
+    for rpm, revolutions, forward in ((60, 1, True), (-60, 1, False), (60, -1, False), (-60, -1, True)):
+        motion = motor.go_for(rpm, revolutions)
+        assert motion is not None and (motor.power > 0) is forward, (rpm, revolutions)
+        motor.stop()
+    left, right = base.motors
+    for distance, speed, forward in ((100, 50, True), (100, -50, False), (-100, 50, False), (-100, -50, True)):
+        base.move_straight(distance, speed)
+        assert (left.power > 0, right.power > 0) == (forward, forward), (distance, speed)
+        base.stop()
+    for angle, rate, ccw in ((90, 45, True), (90, -45, False), (-90, 45, False), (-90, -45, True)):
+        base.spin(angle, rate)
+        assert (right.power > 0 > left.power) is ccw, (angle, rate)
+        base.stop()
+
+
+def test_timed_moves_follow_the_applied_duty_and_refuse_impossible_ones(factory, base):
+    capped = Motor(MotorConfig("capped", MotorPins(dir=9, pwm=10), max_rpm=120, max_power_pct=0.5), factory)
+    motion = capped.go_for(rpm=120, revolutions=0.1)  # 0.05 s at full speed; at the capped half duty, 0.1 s
+    assert motion is not None and motion.duration == pytest.approx(0.1)
+    capped.stop()
+    with pytest.raises(InvalidCommand, match="at most 86400 s"):
+        capped.go_for(rpm=60, revolutions=1e9)
+    with pytest.raises(InvalidCommand, match="at most 86400 s"):
+        base.move_straight(9e18, 100)
+    with pytest.raises(InvalidCommand, match="too slow"):
+        base.spin(90, 0.001)
+    assert not capped.is_moving() and not base.is_moving()
+
+
+class Flaky:
+    """Outputs whose PWM writes fail, as a pigpiod that stopped answering would."""
+
+    def off(self, output) -> None:
+        if output.pwm:
+            raise OSError("pigpiod did not answer")
+        output.device.pin.state = 1 if output.off_high else 0
+
+
+def test_a_failed_cut_still_releases_the_bridge(factory):
+    motor = Motor(MotorConfig("m", MotorPins(dir=9, pwm=10, en_high=11), max_rpm=120), factory, outputs=Flaky())
+    motor.set_power(0.5)
+    with pytest.raises(OSError):
+        motor.stop()
+    assert state(factory, 11) == 0 and state(factory, 9) == 0 and not motor.is_moving()  # enable off regardless
+
+
+def test_base_force_off_tries_every_motor(factory):
+    bad = Motor(MotorConfig("bad", MotorPins(dir=9, pwm=10)), factory, outputs=Flaky())
+    good = Motor(MotorConfig("good", MotorPins(dir=11, pwm=12)), factory)
+    base = WheeledBase(BaseConfig("b", ("bad",), ("good",), 200, 200), [bad], [good])
+    good.set_power(0.5)
+    with pytest.raises(OSError):
+        base.force_off()
+    assert state(factory, 12) == 0
