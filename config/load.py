@@ -78,6 +78,8 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)):
+            raise ConfigError(loader.source, line, "", f"a key must be a plain word, not {type(key).__name__}")
         if key in out:
             raise ConfigError(loader.source, line, str(key), f"duplicate key (first set on line {out.key_lines[key]})")
         out[key] = loader.construct_object(value_node, deep=True)
@@ -292,6 +294,8 @@ def parse(text: str, source: str = "<config>") -> Config:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ConfigError(source, mark.line + 1 if mark else None, "", f"not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: a ReaderError, which has a position but no mark
+        raise ConfigError(source, None, "", f"not valid YAML: {exc}") from None
     root = _Section(source, "", {} if data is None else data, 1)
 
     network = root.section("network")
@@ -351,4 +355,8 @@ def load(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), None, "", f"cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), line, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the "
+                          "file as UTF-8") from None
     return parse(text, str(path))

@@ -61,7 +61,8 @@ class Daemon:
         self.config_path = config_path
         self.simulate = simulate
         self.on_pin_change = on_pin_change
-        self._lock = threading.RLock()  # guards the rig during reload and shutdown
+        self._lock = threading.RLock()  # guards the rig during reload and shutdown, and every motion command
+        self.lock = self._lock
         self._refused: str | None = "starting"
         self._fatal: str | None = None
         self._on_fatal = on_fatal  # wakes whoever runs the daemon (the CLI's main thread) to shut it down
@@ -238,8 +239,9 @@ class Daemon:
         notify.reloading()
         try:
             new = load(self.config_path)
-        except ConfigError as exc:
-            log.error("reload refused, still running on the previous config: %s", exc)
+        except Exception as exc:  # a ConfigError says what is wrong; anything else is a bug, but not a reason to stop
+            log.error("reload refused, still running on the previous config: %s",
+                      exc if isinstance(exc, ConfigError) else repr(exc))
             notify.ready(self.status())
             return False
         if self.simulate:
@@ -277,7 +279,6 @@ class Daemon:
                 rig.bases.pop(name).stop()
             for name in changed_motors:
                 rig.motors.pop(name).close()
-            self.sessions.replace_resources(rig.resources, rig.parts)
             added_motors = set(new_motors) - set(rig.motors)
             added_bases = set(new_bases) - set(rig.bases)
             added = added_motors | added_bases

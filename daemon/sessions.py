@@ -490,8 +490,8 @@ class SessionManager:
                 futures.append((name, resource, self._stoppers.submit(self._stop_one, report, name, resource)))
         if futures:
             self._watchers.submit(self._watch, report, futures)
-        else:
-            self._finish(report)
+        else:  # logging and the status line happen off the deadline thread too
+            self._watchers.submit(self._finish, report)
 
     def _stop_one(self, report: StopReport, name: str, resource: Stoppable) -> None:
         if resource.stop():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -35,6 +36,7 @@ class App(Protocol):
     """What the gRPC layer needs from the daemon."""
 
     sessions: SessionManager
+    lock: threading.RLock  # held by every motion command and by a reload: a reload never races a command
 
     def resource(self, name: str) -> Resource | None: ...
 
@@ -125,26 +127,32 @@ class _Servicer:
         self, name: str, kind: type[R], context: grpc.ServicerContext, command: Callable[[R], TimedMotion | None]
     ) -> None:
         """Run a command that moves a resource, on behalf of the request's session; wait for timed motion to end."""
-        resource = self._find(name, kind, context)
-        refused = self.app.motion_refused()
-        if refused:
-            raise _Abort(grpc.StatusCode.UNAVAILABLE, f"motion refused: {refused}")
-        with session_context(self._session(context)):
-            try:
-                motion = self.app.sessions.run_monitored(name, lambda: command(resource))
-            finally:
-                self.app.refresh_status()
+        with self.app.lock:
+            resource = self._find(name, kind, context)
+            refused = self.app.motion_refused()
+            if refused:
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, f"motion refused: {refused}")
+            with session_context(self._session(context)):
+                try:
+                    motion = self.app.sessions.run_monitored(name, lambda: command(resource))
+                finally:
+                    self.app.refresh_status()
         if motion is not None:
-            # A client that goes away mid-motion must not leave it running until its session lapses.
+            # A client that goes away mid-motion must not leave it running until its session lapses. The callback
+            # runs on gRPC's polling thread, so the stop goes to a thread of its own; if the call has already ended,
+            # add_callback refuses and the stop happens now.
             def stop_if_abandoned() -> None:
                 if motion.running:
-                    resource.stop()
+                    threading.Thread(target=resource.stop, name="abandoned-stop", daemon=True).start()
 
-            context.add_callback(stop_if_abandoned)
+            if not context.add_callback(stop_if_abandoned):
+                stop_if_abandoned()
             try:
                 motion.wait()
             finally:
                 self.app.refresh_status()
+            if motion.error is not None:  # the stop at the end of the move failed: the outputs may still be on
+                raise motion.error
 
 
 class RobotService(_Servicer, robot_pb2_grpc.RobotServiceServicer):

@@ -22,6 +22,7 @@ class TimedMotion:
     def __init__(self, duration: float, on_end: Callable[[TimedMotion], None]) -> None:
         self.duration = duration
         self.cancelled = False
+        self.error: Exception | None = None  # what the stop at the end raised, if it failed
         self._done = threading.Event()
         self._on_end = on_end
         self._timer = threading.Timer(duration, self._finish)
@@ -34,6 +35,8 @@ class TimedMotion:
     def _finish(self) -> None:
         try:
             self._on_end(self)
+        except Exception as exc:  # kept for whoever waits: a timer thread has nobody to tell
+            self.error = exc
         finally:
             self._done.set()
 

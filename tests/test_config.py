@@ -118,6 +118,22 @@ def test_config_errors_name_file_line_key_and_problem(text, line, key, problem):
     assert str(error).startswith(f"rover.yaml:{line}: ")
 
 
+@pytest.mark.parametrize(
+    ("content", "line", "problem"),
+    [
+        (b"network:\n  # 20\xb0C\n", 2, "not UTF-8 text (byte 0xb0)"),
+        (b"network: {}\n\x07\n", None, "not valid YAML"),
+        (b"? [a, b]\n: 1\n", 1, "a key must be a plain word"),
+    ],
+)
+def test_unreadable_files_are_clear_errors_too(tmp_path, content, line, problem):
+    path = tmp_path / "odd.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.line == line and problem in info.value.problem, str(info.value)
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config: No such file"):
         load(tmp_path / "nope.yaml")

@@ -266,3 +266,18 @@ def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
         second.start()
     assert second.rig is None  # its pins were released again
     Client(daemon.port).robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)  # the first is unharmed
+
+
+def test_a_timed_move_whose_final_stop_fails_fails_safe(daemon, client, make_daemon):
+    client.start()
+    motor = daemon.rig.motors["left"]
+
+    def broken_release() -> bool:
+        raise OSError("bridge not answering")
+
+    motor.release = broken_release
+    code, _ = code_of(lambda: client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=0.2),
+                                                 metadata=client.md, timeout=5))
+    assert code == grpc.StatusCode.INTERNAL  # not a silent success
+    assert make_daemon.fatal_calls == 1
+    assert duty(daemon, LEFT_PWM) == 0  # the cut half of the stop did happen
