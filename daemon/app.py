@@ -30,6 +30,7 @@ from rover_safety.drivers.pins import COMMAND_TIMEOUT, bound_commands
 
 from . import journal, notify, wire
 from .sessions import SessionEvent, SessionManager
+from .state import record_driven
 
 log = logging.getLogger("rover-safety")
 
@@ -126,6 +127,7 @@ class Daemon:
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
+        record_driven(self.config)
         settle_garbage()
         log.info(
             "rover-safety listening on %s (pins: %s%s), heartbeat window %s, resources: %s",
@@ -251,6 +253,7 @@ class Daemon:
         except Exception as exc:
             self.fatal("reload failed half-way", exc)
             return False
+        record_driven(self.config)
         settle_garbage()
         notify.ready(self.status())
         return True

@@ -4,7 +4,7 @@ from .base import WheeledBase
 from .errors import InvalidCommand, Unsupported
 from .motor import Motor
 from .pins import PinFactoryError, check_alive, disconnect, is_remote, open_factory, wait_for_hangup
-from .rig import Resource, Rig, StopFailed, build, safe_stop
+from .rig import Resource, Rig, StopFailed, build, config_from_state, driven_state, safe_stop
 
 __all__ = [
     "InvalidCommand",
@@ -17,7 +17,9 @@ __all__ = [
     "WheeledBase",
     "build",
     "check_alive",
+    "config_from_state",
     "disconnect",
+    "driven_state",
     "is_remote",
     "open_factory",
     "safe_stop",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gpiozero.pins import Factory
-from rover_safety.config import Config, MotorConfig
+from rover_safety.config import Config, MotorConfig, MotorPins
 
 from .base import WheeledBase
 from .motor import Motor
@@ -161,3 +162,29 @@ def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float
             gpio.state = level
             done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
     return done
+
+
+def driven_state(config: Config) -> str:
+    """What a running daemon drives, as JSON for safe-stop: the GPIO backend and every motor's pins.
+
+    safe-stop reads it as well as the config file, so an edited (or broken) config that was never applied cannot
+    make it miss the pins that are really driven.
+    """
+    return json.dumps({
+        "pin_factory": config.pin_factory,
+        "pigpio_host": config.pigpio_host,
+        "pigpio_port": config.pigpio_port,
+        "motors": [{"name": m.name, "pins": m.pins.used()} for m in config.motors],
+    })
+
+
+def config_from_state(text: str, source: str) -> Config:
+    """The part of a Config that safe-stop needs, back from driven_state()'s JSON."""
+    data = json.loads(text)
+    return Config(
+        source=source,
+        pin_factory=data["pin_factory"],
+        pigpio_host=data["pigpio_host"],
+        pigpio_port=int(data["pigpio_port"]),
+        motors=tuple(MotorConfig(m["name"], MotorPins(**m["pins"])) for m in data["motors"]),
+    )

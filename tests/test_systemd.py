@@ -476,6 +476,27 @@ def test_status_shows_sessions_and_what_moves(rover: Rover) -> None:
     wait_until(lambda: rover.show("StatusText") == "1 session; moving: nothing", timeout=2, what="STATUS= stopped")
 
 
+
+@systemd_test
+def test_safe_stop_turns_off_what_is_driven_even_if_the_config_file_broke_since(rover: Rover) -> None:
+    """The operator broke config.yaml (unreloaded) and the daemon then died: safe-stop still finds the pins through
+    the daemon's record in its RuntimeDirectory, and says what is wrong with the file."""
+    rover.start(heartbeat_window="30s")
+    client = rover.client()
+    client.start_session()
+    client.set_power("left", 0.6)
+    client.set_power("right", -0.4)
+    cursor = rover.systemd.cursor()
+    rover.write_config("network: [this is not\n")
+    rover.systemd.run("kill", "-KILL", str(rover.main_pid()))
+    wait_until(rover.outputs_off, timeout=10, what="outputs off after SIGKILL with a broken config")
+    safe_stop = rover.journal_entry(lambda e: message(e).startswith("safe-stop: "), cursor)
+    assert f"left.pwm (GPIO{LEFT_PWM}) -> duty 0" in message(safe_stop)
+    rover.journal_entry(lambda e: "not valid YAML" in message(e), cursor)
+    recorded = json.loads(rover.systemd.root_path("/run/rover-safety/driven.json").read_text())
+    assert [m["name"] for m in recorded["motors"]] == ["left", "right"]
+
+
 @systemd_test
 def test_sigkill_of_the_daemon_safe_stops_the_outputs_then_it_restarts(rover: Rover) -> None:
     rover.start(heartbeat_window="30s")  # no expiry interferes: only the kill can stop the motors
