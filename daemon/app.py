@@ -198,6 +198,11 @@ class Daemon:
     def _on_session_event(self, event: SessionEvent) -> None:
         journal.session_event(event)
         self.refresh_status()
+        if event.kind == "stop_failed":
+            # The GPIO path misbehaves (on pigpio a timed-out command also leaves the connection out of step, so
+            # later replies would answer the wrong commands): the pins are forced off next, then the daemon exits
+            # so that systemd's safe-stop runs on a fresh connection and restarts it.
+            threading.Thread(target=self.fatal, args=(f"a stop failed: {event.detail}",), daemon=True).start()
 
     # --- the GPIO backend -----------------------------------------------------------------------
 

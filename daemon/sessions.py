@@ -8,7 +8,6 @@ a `name` and a `stop()`, so the whole table could move into its own real-time pr
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import heapq
 import threading
@@ -122,6 +121,7 @@ class StopReport:
     off_at: dict[str, float] = field(default_factory=dict)
     moving: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    cut_failed: dict[str, str] = field(default_factory=dict)  # cut_power() at the deadline raised
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -478,8 +478,10 @@ class SessionManager:
         for name in report.resources:
             cut = self._cutters.get(name)
             if cut is not None:
-                with contextlib.suppress(Exception):  # the stop() that follows retries, times out and reports it
+                try:
                     cut()
+                except Exception as exc:  # the stop() that follows tries again; the failure is reported with it
+                    report.cut_failed[name] = repr(exc)
 
     def _dispatch(self, report: StopReport) -> None:
         """Stop the report's resources concurrently, each under a timeout; never under the table lock."""
@@ -499,6 +501,9 @@ class SessionManager:
         report.off_at[name] = self._clock()
 
     def _watch(self, report: StopReport, futures: list[tuple[str, Stoppable, Future[None]]]) -> None:
+        for name, why in report.cut_failed.items():
+            self._on_event(SessionEvent("stop_failed", report.session.id, report.session.peer, resources=(name,),
+                                        detail=f"cutting the power of {name} at the deadline failed: {why}"))
         wait([f for _, _, f in futures], timeout=self._stop_timeout)
         for name, resource, future in futures:
             if future.done() and future.exception() is None:

@@ -281,3 +281,19 @@ def test_a_timed_move_whose_final_stop_fails_fails_safe(daemon, client, make_dae
     assert code == grpc.StatusCode.INTERNAL  # not a silent success
     assert make_daemon.fatal_calls == 1
     assert duty(daemon, LEFT_PWM) == 0  # the cut half of the stop did happen
+
+
+def test_a_stop_that_fails_at_expiry_forces_the_pins_off_and_fails_safe(make_daemon):
+    daemon = make_daemon(heartbeat_window="100ms")
+    client = Client(daemon.port)
+    client.start()
+    client.set_power("left", 0.5)
+    motor = daemon.rig.motors["left"]
+
+    def broken_release() -> bool:
+        raise OSError("bridge not answering")
+
+    motor.release = broken_release  # the expiry's stop fails after the cut
+    assert wait_until(lambda: make_daemon.fatal_calls == 1, timeout=3), "a failed stop must end the daemon"
+    assert duty(daemon, LEFT_PWM) == 0 and daemon.rig.factory.pin(LEFT_A).state == 0  # cut, then forced off
+    client.close()
