@@ -114,8 +114,9 @@ if [ ! -e "$CONF_DIR/config.yaml" ]; then
 else
     say "keeping the existing $CONF_DIR/config.yaml"
 fi
-"$VENV/bin/rover-safety" check-config --config "$CONF_DIR/config.yaml" >/dev/null \
-    || die "$CONF_DIR/config.yaml is not valid (see above); fix it and run this again"
+# As the service user: a config only root can read would pass here and fail at every start.
+runuser -u rover-safety -- "$VENV/bin/rover-safety" check-config --config "$CONF_DIR/config.yaml" >/dev/null \
+    || die "$CONF_DIR/config.yaml is not valid, or not readable by the rover-safety user (see above); fix it and run this again"
 
 install -d -m 755 "$UNIT_DIR"
 sed -e "s#/opt/rover-safety/venv/bin/rover-safety#$VENV/bin/rover-safety#g" \
