@@ -42,6 +42,20 @@ def wait_until(predicate, timeout: float = 3.0) -> bool:
     return predicate()
 
 
+def in_background(call) -> threading.Event:
+    """Run a blocking call (a timed move) on a thread; the event is set once it has returned or failed."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon(heartbeat_window="300ms")
@@ -166,16 +180,8 @@ def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
     client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=0.4), metadata=client.md, timeout=5)
     assert 0.2 <= time.monotonic() - started < 1.0  # 0.4 rev at 120 rpm = 0.2 s
     assert duty(daemon, LEFT_PWM) == 0
-    done = threading.Event()
-
-    def long_move() -> None:
-        try:
-            client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=100), metadata=client.md,
-                               timeout=10)
-        finally:
-            done.set()
-
-    threading.Thread(target=long_move, daemon=True).start()
+    done = in_background(lambda: client.motor.GoFor(
+        motor_pb2.GoForRequest(name="left", rpm=120, revolutions=100), metadata=client.md, timeout=10))
     assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0)
     Client(daemon.port).motor.Stop(motor_pb2.StopRequest(name="left"))
     assert done.wait(2), "GoFor did not return after Stop"
@@ -184,16 +190,8 @@ def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
 
 def test_session_expiry_cancels_a_timed_base_move(daemon, client):
     client.start()
-    done = threading.Event()
-
-    def spin() -> None:
-        try:
-            client.base.Spin(base_pb2.SpinRequest(name="base", angle_deg=3600, degs_per_sec=90), metadata=client.md,
-                             timeout=10)
-        finally:
-            done.set()
-
-    threading.Thread(target=spin, daemon=True).start()
+    done = in_background(lambda: client.base.Spin(
+        base_pb2.SpinRequest(name="base", angle_deg=3600, degs_per_sec=90), metadata=client.md, timeout=10))
     assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0 and duty(daemon, RIGHT_PWM) > 0)
     # no heartbeats: the 300 ms window lapses and the 40 s spin is cut short
     assert done.wait(3)
