@@ -18,7 +18,6 @@ from rover_safety.drivers import (
     PinFactoryError,
     Resource,
     Rig,
-    WheeledBase,
     build,
     check_alive,
     disconnect,
@@ -143,7 +142,7 @@ class Daemon:
 
     def resource(self, name: str) -> Resource | None:
         rig = self.rig
-        return rig.resources.get(name) if rig else None
+        return rig.get(name) if rig else None
 
     def resources(self) -> dict[str, Resource]:
         rig = self.rig
@@ -293,7 +292,7 @@ class Daemon:
             if added_motors:
                 rig.motors.update(build(new, rig.factory, only=added_motors).motors)
             for name in sorted(added_bases):
-                rig.bases[name] = build_base(new, name, rig)
+                rig.add_base(new_bases[name])
             self.sessions.replace_resources(rig.resources, rig.parts)
             self.sessions.set_heartbeat_window(new.heartbeat_window)
             bound_commands(getattr(rig.factory, "connection", None), command_timeout(new.heartbeat_window))
@@ -376,11 +375,6 @@ def command_timeout(heartbeat_window: float) -> float:
     With the health check every half window, a hung pigpiod is then noticed within one window (for windows >= 0.2 s).
     """
     return min(COMMAND_TIMEOUT, max(0.1, heartbeat_window / 2))
-
-
-def build_base(config: Config, name: str, rig: Rig) -> WheeledBase:
-    base = next(b for b in config.bases if b.name == name)
-    return WheeledBase(base, [rig.motors[n] for n in base.left], [rig.motors[n] for n in base.right])
 
 
 def _hz(frequency: float | None) -> str:

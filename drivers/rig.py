@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gpiozero.pins import Factory
-from rover_safety.config import Config, MotorConfig, MotorPins
+from rover_safety.config import BaseConfig, Config, MotorConfig, MotorPins
 
 from .base import WheeledBase
 from .motor import Motor
@@ -37,6 +37,19 @@ class Rig:
     @property
     def resources(self) -> dict[str, Resource]:
         return {**self.motors, **self.bases}
+
+    def get(self, name: str) -> Resource | None:
+        """The resource called `name` (without building the `resources` table: this is on every command's path)."""
+        return self.motors.get(name) or self.bases.get(name)
+
+    def add_base(self, config: BaseConfig) -> WheeledBase:
+        """Put a base together from this rig's motors (which must be built already)."""
+        missing = [n for n in config.left + config.right if n not in self.motors]
+        if missing:
+            raise ValueError(f"base {config.name!r} needs motors {missing} built too")
+        base = WheeledBase(config, [self.motors[n] for n in config.left], [self.motors[n] for n in config.right])
+        self.bases[config.name] = base
+        return base
 
     @property
     def parts(self) -> dict[str, tuple[str, ...]]:
@@ -92,14 +105,7 @@ def build(config: Config, factory: Factory, only: set[str] | None = None) -> Rig
                 rig.motors[motor_config.name] = Motor(motor_config, factory)
         for base_config in config.bases:
             if only is None or base_config.name in only:
-                missing = [n for n in base_config.left + base_config.right if n not in rig.motors]
-                if missing:
-                    raise ValueError(f"base {base_config.name!r} needs motors {missing} built too")
-                rig.bases[base_config.name] = WheeledBase(
-                    base_config,
-                    [rig.motors[n] for n in base_config.left],
-                    [rig.motors[n] for n in base_config.right],
-                )
+                rig.add_base(base_config)
     except BaseException:
         rig.close(close_factory=False)
         raise
