@@ -197,7 +197,6 @@ class SessionManager:
         self._stoppers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="stop", initializer=thread_setup)
         self._watchers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stop-watch")
         self._thread: threading.Thread | None = None
-        self.loop_error: BaseException | None = None
         if autostart:
             self._thread = threading.Thread(target=self._run, name="session-deadlines", daemon=True)
             self._thread.start()
@@ -248,8 +247,6 @@ class SessionManager:
             if session.deadline < session.queued:  # the window shrank: file the earlier deadline
                 self._file(session)
             return session
-
-    heartbeat = find_by_id
 
     def associate_resource(self, session_id: str, name: str) -> None:
         """Record that this session drove `name` last; the nil id only disassociates."""
@@ -461,7 +458,6 @@ class SessionManager:
                         wake_at = next_tick if wake_at is None else min(wake_at, next_tick)
                     self._wake.wait(None if wake_at is None else max(0.0, wake_at - now))
         except BaseException as exc:  # without this loop nothing expires: the daemon must fail safe
-            self.loop_error = exc
             self._on_crash(exc)
             raise
 
