@@ -127,16 +127,16 @@ class _Servicer:
         self, name: str, kind: type[R], context: grpc.ServicerContext, command: Callable[[R], TimedMotion | None]
     ) -> None:
         """Run a command that moves a resource, on behalf of the request's session; wait for timed motion to end."""
-        with self.app.lock:
-            resource = self._find(name, kind, context)
-            refused = self.app.motion_refused()
-            if refused:
-                raise _Abort(grpc.StatusCode.UNAVAILABLE, f"motion refused: {refused}")
-            with session_context(self._session(context)):
-                try:
+        try:
+            with self.app.lock:
+                resource = self._find(name, kind, context)
+                refused = self.app.motion_refused()
+                if refused:
+                    raise _Abort(grpc.StatusCode.UNAVAILABLE, f"motion refused: {refused}")
+                with session_context(self._session(context)):
                     motion = self.app.sessions.run_monitored(name, lambda: command(resource))
-                finally:
-                    self.app.refresh_status()
+        finally:
+            self.app.refresh_status()  # outside the lock that commands and reloads share
         if motion is not None:
             # A client that goes away mid-motion must not leave it running until its session lapses. The callback
             # runs on gRPC's polling thread, so the stop goes to a thread of its own; if the call has already ended,
