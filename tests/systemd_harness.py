@@ -165,7 +165,8 @@ class SystemdInstance:
 
     _counter = 0
 
-    def __init__(self, workdir: Path, share: Iterable[Path] = (), boot_timeout: float = 30.0) -> None:
+    def __init__(self, workdir: Path, share: Iterable[Path] = (), boot_timeout: float = 30.0,
+                 code: Iterable[Path] = ()) -> None:
         self.workdir = workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.workdir / "console.log"
@@ -178,7 +179,8 @@ class SystemdInstance:
         self._reader: threading.Thread | None = None
         self._stop_reader = threading.Event()
         self._console_fd = self._console_slave = -1
-        shared = _shared_dirs([self.workdir, *share])
+        code = list(code)  # shared too, and bound read-only into every service, even one with PrivateTmp=
+        shared = _shared_dirs([self.workdir, *share, *code])
 
         cgroup_parent = _own_cgroup2_dir()
         if cgroup_parent is None:
@@ -190,9 +192,21 @@ class SystemdInstance:
         atexit.register(self.close)
         try:
             self._boot(shared, time.monotonic() + boot_timeout)
+            self._show_code_to_private_tmp(_shared_dirs(code))
         except BaseException:
             self.close()
             raise
+
+    def _show_code_to_private_tmp(self, code: list[Path]) -> None:
+        """A service with PrivateTmp= gets an empty /tmp and /var/tmp: bind the code directories under them (a
+        checkout or venv in /tmp, say) into every service, read-only, so its ExecStart= can still be found."""
+        hidden = [p for p in code if p.is_relative_to("/tmp") or p.is_relative_to("/var/tmp")]
+        if not hidden:
+            return
+        drop_in = self.root_path(f"{UNIT_DIR}/service.d/50-harness-shares.conf")
+        drop_in.parent.mkdir(parents=True, exist_ok=True)
+        drop_in.write_text("[Service]\n" + "".join(f"BindReadOnlyPaths=-{p}\n" for p in hidden))
+        self.daemon_reload()
 
     # ---- boot and teardown -------------------------------------------------------------------------------
 
@@ -451,15 +465,20 @@ def _tail(path: Path, limit: int = 6000) -> str:
 
 def default_shares(basetemp: Path) -> list[Path]:
     """pytest's basetemp, the interpreter's prefixes and the checkout: whatever of them lies under /tmp & co."""
-    return [basetemp, Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+    return [basetemp, *default_code()]
 
 
-def boot_or_skip(workdir: Path, share: Iterable[Path] = ()) -> SystemdInstance:
+def default_code() -> list[Path]:
+    """The interpreter's prefixes and the checkout: what services run, so what they must see."""
+    return [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+
+
+def boot_or_skip(workdir: Path, share: Iterable[Path] = (), code: Iterable[Path] = ()) -> SystemdInstance:
     """Boot an instance, or skip the test where that is impossible (tests/conftest.py fails skips under CI=true)."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"real systemd unavailable: {reason}")
-    return SystemdInstance(workdir, share=share)
+    return SystemdInstance(workdir, share=share, code=code)
 
 
 @pytest.fixture(name="systemd")
@@ -467,7 +486,7 @@ def systemd_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System
     """Fixture ``systemd``: a freshly booted instance for one test; pytest's basetemp (so tmp_path) is visible
     inside.  Test modules use it with ``from systemd_harness import systemd_fixture  # noqa: F401``."""
     basetemp = tmp_path_factory.getbasetemp()
-    instance = boot_or_skip(tmp_path_factory.mktemp("systemd"), share=default_shares(basetemp))
+    instance = boot_or_skip(tmp_path_factory.mktemp("systemd"), share=[basetemp], code=default_code())
     try:
         yield instance
     finally:
