@@ -20,17 +20,18 @@ test: $(BIN)/.installed $(VIAM_VENV)/.installed lint typecheck
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	shellcheck systemd/install.sh .ci/run
 
 typecheck: $(BIN)/.installed
 	@mkdir -p build/typecheck/rover_safety
-	@for d in daemon drivers config api; do ln -sfn ../../../$$d build/typecheck/rover_safety/$$d; done
-	$(BIN)/mypy -p rover_safety.daemon -p rover_safety.drivers -p rover_safety.config
+	@for d in sessions daemon drivers config api; do ln -sfn ../../../$$d build/typecheck/rover_safety/$$d; done
+	$(BIN)/mypy -p rover_safety.config -p rover_safety.drivers -p rover_safety.sessions -p rover_safety.daemon
 	$(BIN)/mypy scripts benchmarks
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/bench_stop.py
-	$(BIN)/python benchmarks/bench_stop_path.py
+	$(BIN)/python -m benchmarks.bench_stop
+	$(BIN)/python -m benchmarks.bench_stop_path
 
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py

@@ -53,7 +53,7 @@ from typing import Any
 
 import grpc
 from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
-from rover_safety.daemon.sessions import from_context
+from rover_safety.sessions import from_context
 
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
 HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"

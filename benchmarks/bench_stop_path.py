@@ -2,7 +2,7 @@
 
     python benchmarks/bench_stop_path.py [--stops 300]
 
-Runs the pigpiod emulator (tests/pigpiod_emulator.py) as a separate process on loopback, so that the client's
+Runs the pigpiod emulator (tests/support/pigpiod_emulator.py) as a separate process on loopback, so that the client's
 timing is not shared with the emulator's GIL, and reads its command log (time.monotonic() of each request, the
 same clock as ours). For each wiring, a motor is driven (alternately forward and reverse) and stopped `--stops`
 times, on two paths:
@@ -28,15 +28,12 @@ contention; this is what the pigpiod round trips add.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import queue
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pigpio
@@ -44,20 +41,12 @@ from gpiozero import DigitalOutputDevice, PhaseEnableMotor, PWMOutputDevice
 from gpiozero import Motor as GpiozeroMotor
 from rover_safety.config import MotorConfig, MotorPins
 from rover_safety.daemon.app import realtime_thread
-from rover_safety.daemon.sessions import SessionEvent, SessionManager
 from rover_safety.drivers import Motor, open_factory
+from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+from tests.support.pigpiod_emulator import EmulatorClient
+
 PWM, WRITE = 5, 4  # pigpiod command numbers
-
-
-def load_emulator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pigpiod_emulator", TESTS / "pigpiod_emulator.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pigpiod_emulator"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -177,7 +166,7 @@ def expiries(emulator: Any, factory: Any, case: Case, count: int, window: float)
     the stop was over, the time to the last off command and to the stop's end; and the times to the first duty 0."""
     motor = Motor(MotorConfig("m", case.pins), factory)
     ended: queue.Queue[SessionEvent] = queue.Queue()
-    manager = SessionManager({"m": motor}, window, thread_setup=realtime_thread,
+    manager = SessionManager({"m": motor}, window, hooks=LoopHooks(thread_setup=realtime_thread),
                              on_event=lambda e: ended.put(e) if e.kind == "expired" else None)
     spans: list[tuple[float, float, float]] = []  # deadline, the stop's end (StopReport.latency), next command
     try:
@@ -223,9 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expiries", type=int, default=100, help="session expiries per wiring (default 100)")
     ap.add_argument("--window", type=float, default=0.02, help="their heartbeat window, seconds (default 0.02)")
     args = ap.parse_args(argv)
-    emu_module = load_emulator()
     host = "127.0.0.1"
-    with emu_module.EmulatorClient.spawn(host=host) as emulator:
+    with EmulatorClient.spawn(host=host) as emulator:
         print(f"# stop path on pigpio: {args.stops} stops per row, pigpiod emulator in its own process on loopback")
         print(f"# {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
               f"{time.strftime('%Y-%m-%d')}")

@@ -15,6 +15,7 @@ import grpc
 from gpiozero.pins import Factory
 from rover_safety.config import Config, ConfigError, format_duration, load
 from rover_safety.drivers import (
+    COMMAND_TIMEOUT,
     PinFactoryError,
     Resource,
     Rig,
@@ -23,12 +24,13 @@ from rover_safety.drivers import (
     disconnect,
     is_remote,
     open_factory,
+    set_command_timeout,
     wait_for_hangup,
 )
-from rover_safety.drivers.pins import COMMAND_TIMEOUT, bound_commands
+from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager
 
 from . import journal, notify, wire
-from .sessions import SessionEvent, SessionManager
+from .errors import StartupError
 from .state import record_driven
 
 log = logging.getLogger("rover-safety")
@@ -37,10 +39,6 @@ GRPC_WORKERS = 32
 # SCHED_FIFO priority of the deadline thread and the stop threads (gRPC's threads stay ordinary); the unit's
 # LimitRTPRIO= allows it without any capability.
 REALTIME_PRIORITY = 10
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
 
 
 class Daemon:
@@ -104,10 +102,12 @@ class Daemon:
             parts=self.rig.parts,
             on_event=self._on_session_event,
             allow_unmonitored_motion=cfg.allow_unmonitored_motion,
-            tick=notify.watchdog_ping if watchdog else None,
-            tick_interval=watchdog,
-            on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
-            thread_setup=realtime_thread,
+            hooks=LoopHooks(
+                tick=notify.watchdog_ping if watchdog else None,
+                tick_interval=watchdog,
+                on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
+                thread_setup=realtime_thread,
+            ),
         )
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="grpc"),
@@ -295,7 +295,7 @@ class Daemon:
                 rig.add_base(new_bases[name])
             self.sessions.replace_resources(rig.resources, rig.parts)
             self.sessions.set_heartbeat_window(new.heartbeat_window)
-            bound_commands(getattr(rig.factory, "connection", None), command_timeout(new.heartbeat_window))
+            set_command_timeout(rig.factory, command_timeout(new.heartbeat_window))
             self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion
             self.config = new
         log.info(

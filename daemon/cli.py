@@ -1,4 +1,4 @@
-"""`rover-safety`: serve, check-config, safe-stop."""
+"""`rover-safety`: the command line (serve, check-config, safe-stop)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from rover_safety.config import Config, ConfigError, load
-from rover_safety.drivers import PinFactoryError, config_from_state, safe_stop
 
 from . import journal
-from .state import state_path
+from .safe_stop import safe_stop_command
 
 DEFAULT_CONFIG = "/etc/rover-safety/config.yaml"
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
@@ -39,7 +38,8 @@ def serve(args: argparse.Namespace) -> int:
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT leaves every thread's stack in the journal
     # Every thread started from here on inherits these blocked; only the main thread takes them, in sigwait().
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    from .app import Daemon, StartupError  # imports grpc: only once the config is known to be good
+    from .app import Daemon  # imports grpc: only once the config is known to be good
+    from .errors import StartupError
 
     printer = _pin_printer(config) if args.simulate else None
     main_thread = threading.get_ident()
@@ -92,68 +92,6 @@ def check_config(args: argparse.Namespace) -> int:
     print(config.summary())
     print("config OK")
     return 0
-
-
-SAFE_STOP_DEADLINE = 3.0  # seconds; a pigpiod that never answers must not hang us (the unit allows 5 s)
-
-
-def safe_stop_command(args: argparse.Namespace) -> int:
-    """Drive every configured output off without the daemon (systemd runs this after the daemon stops).
-
-    Under systemd it also reads what the daemon recorded it drives, so a config file edited (or broken) since the
-    daemon last loaded it cannot make it miss the pins that are really driven.
-    """
-    targets = [t for t in (_recorded(), _load(args.config)) if t is not None]
-    if not targets:
-        return 1
-    targets = [t for i, t in enumerate(targets) if not any(_same_pins(t, u) for u in targets[:i])]
-    started = time.monotonic()
-    outcome: list[list[str] | BaseException] = []
-
-    def run() -> None:
-        try:
-            done: list[str] = []
-            for target in targets:
-                done += safe_stop(target, "mock" if args.simulate else None)
-            outcome.append(done)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, name="safe-stop", daemon=True)
-    worker.start()
-    worker.join(SAFE_STOP_DEADLINE)
-    if not outcome:
-        log.critical("safe-stop could not reach the hardware: no answer within %g s", SAFE_STOP_DEADLINE)
-        return 1
-    done = outcome[0]
-    if isinstance(done, PinFactoryError):
-        log.critical("safe-stop could not reach the hardware: %s", done)
-        return 1
-    if isinstance(done, BaseException):
-        log.critical("safe-stop failed: %r", done)
-        return 1
-    log.info("safe-stop: %d outputs off in %.1f ms (%s)", len(done), (time.monotonic() - started) * 1000,
-             "; ".join(done) or "no motors configured")
-    return 0
-
-
-def _recorded() -> Config | None:
-    """What the daemon recorded it drives (see state.record_driven), if anything."""
-    path = state_path()
-    if path is None or not path.exists():
-        return None
-    try:
-        return config_from_state(path.read_text(), str(path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.error("cannot read the daemon's record of its pins, %s: %r; using the config file only", path, exc)
-        return None
-
-
-def _same_pins(a: Config, b: Config) -> bool:
-    def key(c: Config) -> tuple[object, ...]:
-        return (c.pin_factory, c.pigpio_host, c.pigpio_port, tuple((m.name, m.pins) for m in c.motors))
-
-    return key(a) == key(b)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from rover_safety.config import format_duration
-
-from .sessions import SessionEvent
+from rover_safety.sessions import SessionEvent
 
 log = logging.getLogger("rover-safety")
 

@@ -21,10 +21,8 @@ from rover_safety.api import (
     safety_pb2,
     safety_pb2_grpc,
 )
-from rover_safety.drivers import InvalidCommand, Motor, Resource, Unsupported, WheeledBase
-from rover_safety.drivers.motion import TimedMotion
-
-from .sessions import NoSession, Session, SessionExpired, SessionManager, TooManySessions, session_context
+from rover_safety.drivers import InvalidCommand, Motor, Resource, TimedMotion, Unsupported, WheeledBase
+from rover_safety.sessions import NoSession, Session, SessionExpired, SessionManager, TooManySessions, session_context
 
 SESSION_METADATA_KEY = "viam-sid"
 R = TypeVar("R", bound=Resource)

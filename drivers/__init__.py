@@ -1,27 +1,43 @@
 """GPIO drivers: motors and bases on a gpiozero pin factory. They know nothing of sessions."""
 
 from .base import WheeledBase
-from .errors import InvalidCommand, Unsupported
+from .errors import DriverError, InvalidCommand, PinFactoryError, StopFailed, Unsupported
+from .failures import Failures
+from .motion import TimedMotion
 from .motor import Motor
-from .pins import PinFactoryError, check_alive, disconnect, is_remote, open_factory, wait_for_hangup
-from .rig import Resource, Rig, StopFailed, build, config_from_state, driven_state, safe_stop
+from .pins import (
+    COMMAND_TIMEOUT,
+    check_alive,
+    disconnect,
+    is_remote,
+    open_factory,
+    set_command_timeout,
+    simulated_factory,
+    wait_for_hangup,
+)
+from .rig import Resource, Rig, build
+from .failsafe import safe_stop
 
 __all__ = [
+    "COMMAND_TIMEOUT",
+    "DriverError",
+    "Failures",
     "InvalidCommand",
     "Motor",
     "PinFactoryError",
     "Resource",
     "Rig",
     "StopFailed",
+    "TimedMotion",
     "Unsupported",
     "WheeledBase",
     "build",
     "check_alive",
-    "config_from_state",
     "disconnect",
-    "driven_state",
     "is_remote",
     "open_factory",
     "safe_stop",
+    "set_command_timeout",
+    "simulated_factory",
     "wait_for_hangup",
 ]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from rover_safety.config import BaseConfig
 
 from .errors import InvalidCommand, Unsupported
+from .failures import Failures
 from .motion import MotionSlot, TimedMotion, check_duration
 from .motor import STOP_BELOW, Motor, check_finite
 
@@ -47,6 +48,7 @@ class WheeledBase:
             self._drive(left, right)
 
     def move_straight(self, distance_mm: float, mm_per_sec: float) -> TimedMotion | None:
+        """Drive `distance_mm` (negative: backwards) at `mm_per_sec`, timed (no encoders); 0 mm is a stop."""
         check_finite(distance_mm=distance_mm, mm_per_sec=mm_per_sec)
         if distance_mm == 0:
             self.stop()
@@ -57,6 +59,7 @@ class WheeledBase:
         return self._drive_for(abs(distance_mm / mm_per_sec), *self._wheel_powers(speed, 0.0))
 
     def spin(self, angle_deg: float, degs_per_sec: float) -> TimedMotion | None:
+        """Turn `angle_deg` (counter-clockwise positive) at `degs_per_sec` on the spot, timed; 0 degrees is a stop."""
         check_finite(angle_deg=angle_deg, degs_per_sec=degs_per_sec)
         if angle_deg == 0:
             self.stop()
@@ -81,14 +84,11 @@ class WheeledBase:
         self._each(Motor.cut_power)
 
     def _each(self, action: Callable[[Motor], object]) -> None:
-        error: Exception | None = None
+        failures = Failures()
         for motor in self.motors:
-            try:
+            with failures.step(motor.name):
                 action(motor)
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise error
+        failures.raise_first()
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -134,12 +134,12 @@ class WheeledBase:
     def _off(self) -> bool:
         """PWM off on every motor, then every bridge tidied; a motor that fails does not keep the rest on."""
         was_moving = self.is_moving()
-        error: Exception | None = None
-        for step in [motor.cut for motor in self.motors] + [motor.release for motor in self.motors]:
-            try:
-                step()
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise error
+        failures = Failures()
+        for motor in self.motors:
+            with failures.step(f"cutting {motor.name}"):
+                motor.cut()
+        for motor in self.motors:
+            with failures.step(f"releasing {motor.name}"):
+                motor.release()
+        failures.raise_first()
         return was_moving

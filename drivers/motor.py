@@ -11,8 +11,9 @@ from gpiozero.pins import Factory
 from rover_safety.config import MotorConfig
 
 from .errors import InvalidCommand, Unsupported
+from .failures import Failures
 from .motion import MotionSlot, TimedMotion, check_duration
-from .pins import Output, Outputs, outputs_for
+from .outputs import Output, Outputs, outputs_for
 
 STOP_BELOW = 0.01  # |power| at or below this is a stop
 
@@ -96,6 +97,7 @@ class Motor:
             self._apply(power)
 
     def set_rpm(self, rpm: float) -> None:
+        """Run at `rpm` (a fraction of max_rpm, as there is no encoder) until told otherwise."""
         check_finite(rpm=rpm)
         self.set_power(self._power_for(rpm))
 
@@ -160,31 +162,23 @@ class Motor:
         Every pin is released even if the stop failed (the first error is raised after).
         """
         with self._lock:
-            error: Exception | None = None
+            failures = Failures()
             if self._devices:
-                try:
+                with failures.step("stop"):
                     self.stop()
-                except Exception as exc:
-                    error = exc
             for device in reversed(self._devices):
-                try:
+                with failures.step(f"closing {device!r}"):
                     device.close()
-                except Exception as exc:
-                    error = error or exc
             self._devices.clear()
-            if error is not None:
-                raise error
+            failures.raise_first()
 
     def _off_each(self, outputs: Iterable[Output]) -> None:
         """One off command per output, in order; an output that fails does not keep the rest on (raises after)."""
-        error: Exception | None = None
+        failures = Failures()
         for output in outputs:
-            try:
+            with failures.step(f"{self.name}.{output.role} (GPIO{output.bcm})"):
                 self._fast.off(output)
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise error
+        failures.raise_first()
 
     # --- state ----------------------------------------------------------------------------------
 

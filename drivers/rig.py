@@ -1,29 +1,18 @@
-"""Everything configured, built on one pin factory; and the one-shot safe-stop that needs no daemon."""
+"""Everything configured, built on one pin factory: the resources by name."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gpiozero.pins import Factory
-from rover_safety.config import BaseConfig, Config, MotorConfig, MotorPins
+from rover_safety.config import BaseConfig, Config
 
 from .base import WheeledBase
+from .errors import StopFailed
+from .failures import Failures
 from .motor import Motor
-from .pins import COMMAND_TIMEOUT, PinFactoryError, bound_commands, open_factory, stop_connection
 
 Resource = Motor | WheeledBase
-
-
-class StopFailed(Exception):
-    """Some resources could not be stopped (every other one was); the message names each and why."""
-
-    def __init__(self, failures: dict[str, BaseException]) -> None:
-        self.failures = failures
-        super().__init__("; ".join(f"{name}: {exc!r}" for name, exc in failures.items()))
 
 
 @dataclass
@@ -63,37 +52,29 @@ class Rig:
         names those that failed.
         """
         moving: list[str] = []
-        failures: dict[str, BaseException] = {}
+        failures = Failures()
         resources: list[Resource] = [*self.bases.values(), *self.motors.values()]
         for resource in resources:
-            try:
+            with failures.step(resource.name):
                 if resource.stop():
                     moving.append(resource.name)
-            except Exception as exc:
-                failures[resource.name] = exc
-        if failures:
-            raise StopFailed(failures)
+        failures.raise_all()
         return moving
 
     def close(self, *, close_factory: bool = True) -> None:
         """Stop everything, then release the pins; every step is tried even if one fails (StopFailed after)."""
-        failures: dict[str, BaseException] = {}
+        failures = Failures()
         try:
             self.stop_all()
         except StopFailed as exc:
-            failures.update(exc.failures)
+            failures.errors.update({n: e for n, e in exc.failures.items() if isinstance(e, Exception)})
         for motor in self.motors.values():
-            try:
+            with failures.step(motor.name):
                 motor.close()
-            except Exception as exc:
-                failures.setdefault(motor.name, exc)
         if close_factory:
-            try:
+            with failures.step("pin factory"):
                 self.factory.close()
-            except Exception as exc:
-                failures["pin factory"] = exc
-        if failures:
-            raise StopFailed(failures)
+        failures.raise_all()
 
 
 def build(config: Config, factory: Factory, only: set[str] | None = None) -> Rig:
@@ -110,87 +91,3 @@ def build(config: Config, factory: Factory, only: set[str] | None = None) -> Rig
         rig.close(close_factory=False)
         raise
     return rig
-
-
-def off_levels(motor: MotorConfig) -> Iterator[tuple[str, int, int]]:
-    """(role, BCM pin, level) for every output of a motor in its off state: en_low is the only one off when high."""
-    for role, pin in motor.pins.used().items():
-        yield role, pin, 1 if role == "en_low" else 0
-
-
-def pwm_roles(motor: MotorConfig) -> set[str]:
-    """The roles that carry PWM: both `a` and `b` in the a+b wiring, else `pwm`."""
-    return {"a", "b"} if motor.pins.wiring == "a+b" else {"pwm"}
-
-
-def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float = COMMAND_TIMEOUT) -> list[str]:
-    """Drive every output of every configured motor off, without the daemon; returns what it did, line by line.
-
-    On pigpio this is one command per pin on a fresh connection, so it works whether the daemon is running, hung or
-    dead: duty 0 on each PWM pin (pigpiod makes the pin an output, low, still in PWM mode, so a daemon that is still
-    running can drive it again), a WRITE on every other pin. Each command is bounded by `timeout` seconds. On other
-    factories it opens the pins itself.
-    """
-    kind = factory_kind or config.pin_factory
-    done: list[str] = []
-    if kind == "pigpio":
-        import pigpio
-
-        where = f"{config.pigpio_host}:{config.pigpio_port}"
-        with contextlib.redirect_stdout(io.StringIO()):  # pigpio prints a banner when it cannot connect
-            pi = pigpio.pi(config.pigpio_host, config.pigpio_port)
-        if not pi.connected:
-            raise PinFactoryError(f"cannot reach pigpiod at {where} (is it running? sudo systemctl start pigpiod)")
-        bound_commands(pi, timeout)
-        try:
-            for power_first in (True, False):  # every PWM output to 0 first, as the daemon's stop does; then the rest
-                for motor in config.motors:
-                    pwm = pwm_roles(motor)
-                    for role, pin, level in off_levels(motor):
-                        if (role in pwm) != power_first:
-                            continue
-                        if role in pwm:
-                            pi.set_PWM_dutycycle(pin, 0)
-                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> duty 0")
-                        else:
-                            pi.write(pin, level)
-                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
-        except Exception as exc:
-            raise PinFactoryError(f"lost pigpiod at {where} after {len(done)} outputs: {exc!r}") from None
-        finally:
-            stop_connection(pi)
-        return done
-    factory = open_factory(kind, config.pigpio_host, config.pigpio_port)
-    for motor in config.motors:
-        for role, pin, level in off_levels(motor):
-            gpio = factory.pin(pin)
-            gpio.function = "output"
-            gpio.state = level
-            done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
-    return done
-
-
-def driven_state(config: Config) -> str:
-    """What a running daemon drives, as JSON for safe-stop: the GPIO backend and every motor's pins.
-
-    safe-stop reads it as well as the config file, so an edited (or broken) config that was never applied cannot
-    make it miss the pins that are really driven.
-    """
-    return json.dumps({
-        "pin_factory": config.pin_factory,
-        "pigpio_host": config.pigpio_host,
-        "pigpio_port": config.pigpio_port,
-        "motors": [{"name": m.name, "pins": m.pins.used()} for m in config.motors],
-    })
-
-
-def config_from_state(text: str, source: str) -> Config:
-    """The part of a Config that safe-stop needs, back from driven_state()'s JSON."""
-    data = json.loads(text)
-    return Config(
-        source=source,
-        pin_factory=data["pin_factory"],
-        pigpio_host=data["pigpio_host"],
-        pigpio_port=int(data["pigpio_port"]),
-        motors=tuple(MotorConfig(m["name"], MotorPins(**m["pins"])) for m in data["motors"]),
-    )

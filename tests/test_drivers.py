@@ -7,7 +7,7 @@ import time
 import pytest
 from rover_safety.config import BaseConfig, MotorConfig, MotorPins
 from rover_safety.drivers import InvalidCommand, Motor, Unsupported, WheeledBase, open_factory
-from rover_safety.drivers.rig import off_levels
+from rover_safety.drivers.failsafe import off_levels
 
 WIRINGS = {
     "a+b+pwm": MotorPins(a=17, b=27, pwm=22, en_high=23, en_low=24),

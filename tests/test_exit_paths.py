@@ -13,8 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_client import Client
-from hil_fixtures import (
+from rover_safety.api import motor_pb2
+
+from tests.support.grpc_client import Client
+from tests.support.hil import (
     EXAMPLE_PINS,
     LEFT,
     RIGHT,
@@ -31,7 +33,6 @@ from hil_fixtures import (
     served,
     write_config,
 )
-from rover_safety.api import motor_pb2
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -7,7 +7,6 @@ import time
 
 import grpc
 import pytest
-from grpc_client import Client
 from rover_safety.api import (
     base_pb2,
     common_pb2,
@@ -15,6 +14,9 @@ from rover_safety.api import (
     robot_pb2,
     safety_pb2,
 )
+
+from tests.support.grpc_client import Client
+from tests.support.waiting import wait_until
 
 LEFT_PWM, RIGHT_PWM, LEFT_A = 22, 19, 17
 
@@ -31,15 +33,6 @@ def duty(daemon, pin: int) -> float:
 
 def off_time(daemon, pin: int) -> float:
     return float(daemon.rig.factory.pin(pin)._last_change)
-
-
-def wait_until(predicate, timeout: float = 3.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 def in_background(call) -> threading.Event:
@@ -86,7 +79,7 @@ def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon, client):
         client.heartbeat()
         answered = time.monotonic()
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.6), "stopped although heartbeats were on time"
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=2)
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=2)
     stopped = off_time(daemon, LEFT_PWM)
     assert stopped >= sent + window, "stopped before the deadline"
     assert stopped <= answered + window + 0.05, f"stopped {1000 * (stopped - answered - window):.1f} ms late"
@@ -105,7 +98,7 @@ def test_monitored_calls_count_as_heartbeats(daemon, client):
         time.sleep(0.1)
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.5)
     client.set_power("left", 0.4)
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0)
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=3)
 
 
 def test_expiry_stops_only_what_that_session_drove(daemon, make_daemon):
@@ -132,7 +125,7 @@ def test_sessionless_motion_is_refused_and_moves_nothing(daemon, client):
 
 
 def test_unmonitored_motion_when_allowed(make_daemon, caplog):
-    from conftest import example_config
+    from tests.support.daemons import example_config
 
     text = example_config().replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
     daemon = make_daemon(text)
@@ -182,7 +175,7 @@ def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0
     done = in_background(lambda: client.motor.GoFor(
         motor_pb2.GoForRequest(name="left", rpm=120, revolutions=100), metadata=client.md, timeout=10))
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0)
+    wait_until(lambda: duty(daemon, LEFT_PWM) > 0, timeout=3)
     Client(daemon.port).motor.Stop(motor_pb2.StopRequest(name="left"))
     assert done.wait(2), "GoFor did not return after Stop"
     assert duty(daemon, LEFT_PWM) == 0
@@ -192,7 +185,7 @@ def test_session_expiry_cancels_a_timed_base_move(daemon, client):
     client.start()
     done = in_background(lambda: client.base.Spin(
         base_pb2.SpinRequest(name="base", angle_deg=3600, degs_per_sec=90), metadata=client.md, timeout=10))
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) > 0 and duty(daemon, RIGHT_PWM) > 0)
+    wait_until(lambda: duty(daemon, LEFT_PWM) > 0 and duty(daemon, RIGHT_PWM) > 0, timeout=3)
     # no heartbeats: the 300 ms window lapses and the 40 s spin is cut short
     assert done.wait(3)
     assert duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0
@@ -204,7 +197,7 @@ def test_close_session_stops_at_once_and_reports_success_once(daemon, client):
     assert duty(daemon, LEFT_PWM) > 0
     reply = client.safety.CloseSession(safety_pb2.CloseSessionRequest(id=client.sid))
     assert reply.success
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0, timeout=0.1)
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0, timeout=0.1)
     assert not client.safety.CloseSession(safety_pb2.CloseSessionRequest(id=client.sid)).success
     assert not client.safety.CloseSession(safety_pb2.CloseSessionRequest(id="never-was")).success
 
@@ -254,9 +247,10 @@ def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
 
 
 def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
-    from conftest import example_config
+    from tests.support.daemons import example_config
     from rover_safety.config import parse
-    from rover_safety.daemon.app import Daemon, StartupError
+    from rover_safety.daemon.app import Daemon
+    from rover_safety.daemon.errors import StartupError
 
     text = example_config().replace('"127.0.0.1:0"', f'"127.0.0.1:{daemon.port}"')
     second = Daemon(parse(text, "second.yaml"))
@@ -292,7 +286,7 @@ def test_a_stop_that_fails_at_expiry_forces_the_pins_off_and_fails_safe(make_dae
         raise OSError("bridge not answering")
 
     motor.release = broken_release  # the expiry's stop fails after the cut
-    assert wait_until(lambda: make_daemon.fatal_calls == 1, timeout=3), "a failed stop must end the daemon"
+    wait_until(lambda: make_daemon.fatal_calls == 1, timeout=3, what="a failed stop must end the daemon")
     # cut at the deadline; the bridge forced off once the stop failed (that may finish just after the report)
-    assert wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and daemon.rig.factory.pin(LEFT_A).state == 0, timeout=3)
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and daemon.rig.factory.pin(LEFT_A).state == 0, timeout=3)
     client.close()

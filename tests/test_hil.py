@@ -17,8 +17,12 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from grpc_client import Client
-from hil_fixtures import (
+from rover_safety.config import MotorConfig, MotorPins
+from rover_safety.daemon.app import Daemon
+from rover_safety.drivers import Motor, PinFactoryError, open_factory
+
+from tests.support.grpc_client import Client
+from tests.support.hil import (
     EXAMPLE_PINS,
     INPUT,
     OUTPUT,
@@ -30,39 +34,17 @@ from hil_fixtures import (
     on_raspberry_pi,
     pigpio_config,
 )
-from pigpiod_emulator import Cmd, Command
-from rover_safety.config import MotorConfig, MotorPins
-from rover_safety.daemon.app import Daemon
-from rover_safety.drivers import Motor, PinFactoryError, open_factory
+from tests.support.logs import Records, captured
+from tests.support.pigpiod_emulator import Cmd, Command
 
 pytestmark = pytest.mark.timeout(60)
 
 LATE = 0.2  # seconds after the deadline: generous, see the lapse test
 
-class Records(logging.Handler):
-    """The daemon's log records (its logger does not propagate once the CLI has set it up)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("rover-safety")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with captured(logging.DEBUG) as handler:
+        yield handler
 
 
 def approx(value: float) -> float:

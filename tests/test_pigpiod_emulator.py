@@ -17,13 +17,14 @@ import pigpio
 import pytest
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, Motor, PWMOutputDevice
 from gpiozero.pins.pigpio import PiGPIOFactory
-from pigpiod_emulator import (
+from rover_safety.drivers.pins.pigpio import stop_connection
+
+from tests.support.pigpiod_emulator import (
     PI_UNKNOWN_COMMAND,
     Cmd,
     EmulatorClient,
     PigpiodEmulator,
 )
-from rover_safety.drivers.pins import stop_connection
 
 HOST = "127.0.0.1"
 DEAD_PIGPIOD = (struct.error, OSError)  # what pigpio raises once pigpiod has gone

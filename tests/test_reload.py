@@ -6,8 +6,9 @@ import time
 
 import grpc
 import pytest
-from conftest import example_config
-from grpc_client import Client
+
+from tests.support.daemons import example_config
+from tests.support.grpc_client import Client
 
 LEFT_A, LEFT_PWM, RIGHT_PWM = 17, 22, 19
 

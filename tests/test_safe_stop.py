@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from grpc_client import Client
-from hil_fixtures import (
+from rover_safety.api import motor_pb2
+
+from tests.support.grpc_client import Client
+from tests.support.hil import (
     ALL_MOTOR_PINS,
     OUTPUT,
     Gpio,
@@ -26,8 +28,7 @@ from hil_fixtures import (
     with_aux,
     write_config,
 )
-from pigpiod_emulator import Cmd
-from rover_safety.api import motor_pb2
+from tests.support.pigpiod_emulator import Cmd
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -6,7 +6,8 @@ import threading
 import time
 
 import pytest
-from rover_safety.daemon.sessions import (
+from rover_safety.sessions import (
+    LoopHooks,
     NIL,
     NoSession,
     SessionEvent,
@@ -63,7 +64,7 @@ def events() -> list[SessionEvent]:
 
 @pytest.fixture
 def manager(clock, things, events):
-    m = SessionManager(things, 2.0, clock=clock, on_event=events.append, autostart=False)
+    m = SessionManager(things, 2.0, clock=clock, on_event=events.append, hooks=LoopHooks(autostart=False))
     yield m
     m.close()
 
@@ -219,7 +220,7 @@ def test_explicit_end_stops_at_once_and_is_idempotent(manager, things, events):
 
 
 def test_session_limit(clock, things):
-    m = SessionManager(things, 2.0, clock=clock, max_sessions=3, autostart=False)
+    m = SessionManager(things, 2.0, clock=clock, max_sessions=3, hooks=LoopHooks(autostart=False))
     for _ in range(3):
         m.start()
     with pytest.raises(TooManySessions, match="limit 3"):
@@ -256,7 +257,7 @@ def test_hung_or_failing_stop_is_forced_off_and_does_not_block_others(clock, eve
     release = threading.Event()
     hung, failing, fine = Thing("hung", hang=release), Thing("failing", fail=True), Thing("fine")
     m = SessionManager({t.name: t for t in (hung, failing, fine)}, 1.0, clock=clock, on_event=events.append,
-                       stop_timeout=0.1, autostart=False)
+                       stop_timeout=0.1, hooks=LoopHooks(autostart=False))
     a = m.start(owner="a")
     for name in ("hung", "failing", "fine"):
         drive(m, a, name)
@@ -326,7 +327,7 @@ class Cuttable(Thing):
 
 def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock):
     fine, flaky = Cuttable("fine"), Cuttable("flaky", cut_fails=True)
-    m = SessionManager({"fine": fine, "flaky": flaky}, 1.0, clock=clock, autostart=False)
+    m = SessionManager({"fine": fine, "flaky": flaky}, 1.0, clock=clock, hooks=LoopHooks(autostart=False))
     a = m.start(owner="a")
     drive(m, a, "fine")
     drive(m, a, "flaky")
@@ -377,7 +378,7 @@ def test_a_refused_command_stops_what_its_previous_user_left_behind(manager, clo
 
 def test_driving_a_base_claims_its_motors_and_expiry_stops_only_what_is_still_owned(clock, things, events):
     m = SessionManager(things, 2.0, parts={"base": ("left", "right")}, clock=clock, on_event=events.append,
-                       autostart=False)
+                       hooks=LoopHooks(autostart=False))
     a, b = m.start(owner="a"), m.start(owner="b")
     drive(m, a, "base")
     assert (m.last_user("left"), m.last_user("right")) == (a.id, a.id)

@@ -8,11 +8,12 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from systemd_harness import SystemdInstance, boot_or_skip, default_shares, systemd_fixture  # noqa: F401
+
+from tests.support.systemd_harness import SystemdInstance, boot_or_skip, default_shares
+from tests.support.waiting import wait_until
 
 PYTHON = sys.executable  # the checkout's venv: has systemd-python, lies outside the instance's /tmp
 
@@ -60,13 +61,6 @@ def unit_text(tmp_path: Path, mode: str = "ok", message_id: str = "0" * 32, extr
         """) + extra
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def stop_post_lines(tmp_path: Path) -> list[str]:
     log = tmp_path / "stop-post.log"
     return log.read_text().splitlines() if log.exists() else []
@@ -106,9 +100,9 @@ def test_watchdog_kill_runs_stop_post_and_restarts(systemd: SystemdInstance, tmp
     systemd.install_unit(name, unit_text(tmp_path, mode="hang", extra="WatchdogSec=1\n"))
     systemd.start(name)
     first_pid = systemd.main_pid(name)
-    wait_until(lambda: len(stop_post_lines(tmp_path)) >= 1)
+    wait_until(lambda: len(stop_post_lines(tmp_path)) >= 1, timeout=10, what="ExecStopPost to run", interval=0.05)
     assert stop_post_lines(tmp_path)[0] == "watchdog killed ABRT"
-    wait_until(lambda: systemd.show(name, "NRestarts") == "1")
+    wait_until(lambda: systemd.show(name, "NRestarts") == "1", timeout=10, what="one restart", interval=0.05)
     systemd.wait_for_state(name, "active")
     assert systemd.main_pid(name) not in (0, first_pid)
     entry = systemd.wait_for_journal(lambda e: "Watchdog timeout" in str(e.get("MESSAGE")), unit=name)
@@ -123,7 +117,8 @@ def test_sigkill_of_main_pid_runs_stop_post_and_restarts(systemd: SystemdInstanc
     systemd.start(name)
     pid = systemd.main_pid(name)
     systemd.run("kill", "-KILL", str(pid))
-    wait_until(lambda: stop_post_lines(tmp_path) == ["signal killed KILL"])
+    wait_until(lambda: stop_post_lines(tmp_path) == ["signal killed KILL"], timeout=10,
+               what="ExecStopPost after SIGKILL", interval=0.05)
     systemd.wait_for_state(name, "active")
     assert systemd.show(name, "NRestarts") == "1"
     assert systemd.main_pid(name) not in (0, pid)

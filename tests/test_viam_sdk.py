@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import example_config
+
+from tests.support.daemons import example_config
+from tests.support.logs import Records, captured, field
+from tests.support.waiting import wait_until
 
 TESTS = Path(__file__).parent
-CLIENT = TESTS / "viam_client.py"
+CLIENT = TESTS / "support" / "viam_client.py"
 VIAM_PYTHON = Path(os.environ.get("ROVER_SAFETY_VIAM_PYTHON", TESTS.parent / ".venv-viam" / "bin" / "python"))
 
 WINDOW = 0.5  # heartbeat_window of every daemon here; the SDK heartbeats every WINDOW / 5
@@ -124,47 +127,10 @@ def sdk(viam_python: str, make_daemon: Any, tmp_path: Path) -> Iterator[Callable
             client.close()
 
 
-class Journal(logging.Handler):
-    """The daemon's log records, on the "rover-safety" logger itself (the CLI's setup may stop it propagating)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def events(self, kind: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if field(r, "SESSION_EVENT") == kind]
-
-    def wait_for(self, kind: str, session_id: str, timeout: float = 5.0) -> logging.LogRecord:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.events(kind) if field(r, "SESSION_ID") == session_id]
-            if found:
-                return found[0]
-            time.sleep(0.01)
-        seen = "\n".join(r.getMessage() for r in self.records)
-        pytest.fail(f"no {kind!r} event for session {session_id} within {timeout:g} s; the daemon logged:\n{seen}")
-
-
-def field(record: logging.LogRecord, name: str) -> str:
-    """A journal field of a record (daemon/journal.py passes them as `extra`); "" when absent."""
-    return str(getattr(record, name, ""))
-
-
 @pytest.fixture
-def journal() -> Iterator[Journal]:
-    logger = logging.getLogger("rover-safety")
-    handler, level = Journal(), logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def journal() -> Iterator[Records]:
+    with captured(logging.INFO) as records:
+        yield records
 
 
 def pin(daemon: Any, bcm: int) -> Any:
@@ -173,14 +139,6 @@ def pin(daemon: Any, bcm: int) -> Any:
 
 def states(daemon: Any, *bcms: int) -> dict[int, float]:
     return {bcm: pin(daemon, bcm).state for bcm in bcms}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.002)
 
 
 def live_ids(daemon: Any) -> set[str]:
@@ -214,7 +172,7 @@ def test_sdk_connects_lists_resources_and_drives(make_daemon: Any, sdk: Callable
 
 
 def test_sdk_heartbeats_keep_an_idle_client_driving(make_daemon: Any, sdk: Callable[..., SdkClient],
-                                                     journal: Journal) -> None:
+                                                     journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("motor.set_power", "left", 0.5)
@@ -232,7 +190,7 @@ def test_sdk_heartbeats_keep_an_idle_client_driving(make_daemon: Any, sdk: Calla
 
 
 def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: Any, sdk: Callable[..., SdkClient],
-                                                           journal: Journal) -> None:
+                                                           journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("base.set_power", "base", 0.5, 0.0)
@@ -275,7 +233,7 @@ def test_sessionless_sdk_client_is_refused_motion(make_daemon: Any, sdk: Callabl
 
 
 def test_sessionless_sdk_client_moves_when_config_allows(make_daemon: Any, sdk: Callable[..., SdkClient],
-                                                         journal: Journal) -> None:
+                                                         journal: Records) -> None:
     text = example_config(heartbeat_window="500ms")
     allowed = text.replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
     assert allowed != text, "config/example.yaml no longer has `allow_unmonitored_motion: false` to flip"
@@ -312,7 +270,7 @@ def test_sdk_stop_needs_no_session(make_daemon: Any, sdk: Callable[..., SdkClien
 
 
 def test_sdk_starts_a_fresh_session_after_an_expiry(make_daemon: Any, sdk: Callable[..., SdkClient],
-                                                    journal: Journal) -> None:
+                                                    journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("motor.set_power", "left", 0.5)

@@ -1,4 +1,7 @@
-"""Run `rover-safety` with one fault injected, for the exit-path tests: `python hil_inject.py FAULT serve --config X`.
+"""Run `rover-safety` with one fault injected, for the exit-path tests.
+
+    python tests/support/hil_inject.py FAULT serve --config X
+
 
 Each fault monkeypatches one function of the installed package, then runs the real CLI (no test hooks in product
 code):
@@ -14,8 +17,8 @@ import sys
 from typing import Any
 
 from rover_safety.daemon import app, cli
-from rover_safety.daemon.sessions import SessionManager
 from rover_safety.drivers import Motor
+from rover_safety.sessions import SessionManager
 
 
 def _handler() -> None:

@@ -14,7 +14,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pigpio
-from conftest import example_config
-from pigpiod_emulator import Cmd, Command, PigpiodEmulator
-from rover_safety.drivers.pins import stop_connection
+from rover_safety.drivers.pins.pigpio import stop_connection
+
+from .daemons import example_config
+from .net import free_port
+from .pigpiod_emulator import Cmd, Command, PigpiodEmulator
 
 TESTS = Path(__file__).parent
 HIL = os.environ.get("ROVER_SAFETY_HIL") == "1"
@@ -223,13 +224,6 @@ def gpio_backend(kind: str) -> Iterator[Gpio]:
 def pigpio_config(gpio: Gpio, heartbeat_window: str = "2s", extra: str = "") -> str:
     """The example config on pigpio pointed at `gpio`, on a free loopback port."""
     return example_config(heartbeat_window, "pigpio", extra, host=gpio.host, port=gpio.port)
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nowhere_config() -> tuple[str, int]:

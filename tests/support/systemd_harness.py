@@ -17,9 +17,9 @@ network namespace is shared, so units reach servers of the test process on 127.0
 PID 1 logs with --log-target=journal-or-kmsg: to the journal once journald runs, to /dev/console before (there
 is no kmsg inside); journald forwards everything to the console too, so console.log is a full boot-and-run log.
 
-Use from a test module (tests/ is on sys.path: pytest's default rootdir/prepend import, and tests/conftest.py)::
+tests/conftest.py registers this module as a pytest plugin, so every test can take the fixture ``systemd``::
 
-    from systemd_harness import SystemdInstance, systemd_fixture  # noqa: F401  (provides fixture "systemd")
+    from tests.support.systemd_harness import SystemdInstance
 
     def test_unit(systemd: SystemdInstance, tmp_path: Path) -> None:
         systemd.install_unit("x.service", f"[Service]\nExecStart={sys.executable} {tmp_path / 'x.py'}\n")
@@ -484,7 +484,7 @@ def boot_or_skip(workdir: Path, share: Iterable[Path] = (), code: Iterable[Path]
 @pytest.fixture(name="systemd")
 def systemd_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdInstance]:
     """Fixture ``systemd``: a freshly booted instance for one test; pytest's basetemp (so tmp_path) is visible
-    inside.  Test modules use it with ``from systemd_harness import systemd_fixture  # noqa: F401``."""
+    inside (tests/conftest.py registers this module as a plugin)."""
     basetemp = tmp_path_factory.getbasetemp()
     instance = boot_or_skip(tmp_path_factory.mktemp("systemd"), share=[basetemp], code=default_code())
     try:

@@ -1,0 +1,1 @@
+"""Test support: fakes of the hardware edge and harnesses, one copy of each helper."""

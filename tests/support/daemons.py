@@ -1,0 +1,52 @@
+"""In-process daemons for tests: the shipped example config on a free port, and a factory that shuts them down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rover_safety.daemon.app import Daemon
+
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+EXAMPLE = CHECKOUT / "config" / "example.yaml"
+
+
+def example_config(heartbeat_window: str = "2s", pin_factory: str = "mock", extra: str = "", **gpio: object) -> str:
+    """The shipped example config on a free loopback port, with the window and pin factory given."""
+    text = EXAMPLE.read_text()
+    text = text.replace('bind_address: "127.0.0.1:8080"', 'bind_address: "127.0.0.1:0"')
+    text = text.replace("heartbeat_window: 2s", f"heartbeat_window: {heartbeat_window}")
+    text = text.replace("pin_factory: mock", f"pin_factory: {pin_factory}")
+    if gpio:
+        text = text.replace("pigpio: {host: localhost, port: 8888}",
+                            "pigpio: {" + ", ".join(f"{k}: {v}" for k, v in gpio.items()) + "}")
+    return text + extra
+
+
+class DaemonFactory:
+    """Starts in-process daemons on mock (or emulated) pins and a free loopback port; shuts them all down after."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Daemon] = []
+        self.fatal_calls = 0
+
+    def __call__(self, text: str | None = None, **kwargs: str) -> Daemon:
+        from rover_safety.config import load
+        from rover_safety.daemon.app import Daemon
+
+        path = self.directory / f"config{len(self.started)}.yaml"
+        path.write_text(text if text is not None else example_config(**kwargs))
+
+        def on_fatal() -> None:
+            self.fatal_calls += 1
+
+        daemon = Daemon(load(path), config_path=str(path), on_fatal=on_fatal)
+        daemon.start()
+        self.started.append(daemon)
+        return daemon
+
+    def close(self) -> None:
+        for daemon in self.started:
+            daemon.shutdown()
