@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drover_safety/api/safety.proto\x12\x0frover_safety.v1\"!\n\x13\x43loseSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x43loseSessionResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x32l\n\rSafetyService\x12[\n\x0c\x43loseSession\x12$.rover_safety.v1.CloseSessionRequest\x1a%.rover_safety.v1.CloseSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drover_safety/api/safety.proto\x12\x0frover_safety.v1\"!\n\x13\x43loseSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x43loseSessionResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"\x12\n\x10GetStatusRequest\"\x14\n\x12WatchEventsRequest\"\xb2\x01\n\x0bSessionInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x13\n\x0b\x61ge_seconds\x18\x05 \x01(\x01\x12\x1f\n\x17since_heartbeat_seconds\x18\x06 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x01\x12\x11\n\tresources\x18\x08 \x03(\t\x12\x0c\n\x04mine\x18\t \x01(\x08\"\x7f\n\x0cResourceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06moving\x18\x03 \x01(\x08\x12\r\n\x05power\x18\x04 \x01(\x01\x12\x13\n\x0bsession_tag\x18\x05 \x01(\t\x12\x11\n\tavailable\x18\x06 \x01(\x08\x12\x0c\n\x04part\x18\x07 \x01(\t\"H\n\x08PartInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x9b\x01\n\nExpiryInfo\x12\x11\n\tunix_time\x18\x01 \x01(\x01\x12\x13\n\x0bsession_tag\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0f\n\x07stopped\x18\x04 \x03(\t\x12\x0e\n\x06moving\x18\x05 \x03(\t\x12\x17\n\nlatency_ms\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x07 \x01(\tB\r\n\x0b_latency_ms\"\xbc\x02\n\x06Status\x12.\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.rover_safety.v1.SessionInfo\x12\x30\n\tresources\x18\x02 \x03(\x0b\x32\x1d.rover_safety.v1.ResourceInfo\x12\x0f\n\x07gpio_up\x18\x03 \x01(\x08\x12\x14\n\x0cgpio_backend\x18\x04 \x01(\t\x12 \n\x18heartbeat_window_seconds\x18\x05 \x01(\x01\x12(\n\x05parts\x18\x06 \x03(\x0b\x32\x19.rover_safety.v1.PartInfo\x12\x34\n\x0frecent_expiries\x18\x07 \x03(\x0b\x32\x1b.rover_safety.v1.ExpiryInfo\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x16\n\x0emotion_refused\x18\t \x01(\t\"\xcf\x01\n\x05\x45vent\x12\x11\n\tunix_time\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bsession_tag\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x11\n\tresources\x18\x05 \x03(\t\x12\x0e\n\x06moving\x18\x06 \x03(\t\x12\x17\n\nlatency_ms\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\'\n\x06status\x18\t \x01(\x0b\x32\x17.rover_safety.v1.StatusB\r\n\x0b_latency_ms2\x83\x02\n\rSafetyService\x12[\n\x0c\x43loseSession\x12$.rover_safety.v1.CloseSessionRequest\x1a%.rover_safety.v1.CloseSessionResponse\x12G\n\tGetStatus\x12!.rover_safety.v1.GetStatusRequest\x1a\x17.rover_safety.v1.Status\x12L\n\x0bWatchEvents\x12#.rover_safety.v1.WatchEventsRequest\x1a\x16.rover_safety.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLOSESESSIONREQUEST']._serialized_end=83
   _globals['_CLOSESESSIONRESPONSE']._serialized_start=85
   _globals['_CLOSESESSIONRESPONSE']._serialized_end=124
-  _globals['_SAFETYSERVICE']._serialized_start=126
-  _globals['_SAFETYSERVICE']._serialized_end=234
+  _globals['_GETSTATUSREQUEST']._serialized_start=126
+  _globals['_GETSTATUSREQUEST']._serialized_end=144
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=146
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=166
+  _globals['_SESSIONINFO']._serialized_start=169
+  _globals['_SESSIONINFO']._serialized_end=347
+  _globals['_RESOURCEINFO']._serialized_start=349
+  _globals['_RESOURCEINFO']._serialized_end=476
+  _globals['_PARTINFO']._serialized_start=478
+  _globals['_PARTINFO']._serialized_end=550
+  _globals['_EXPIRYINFO']._serialized_start=553
+  _globals['_EXPIRYINFO']._serialized_end=708
+  _globals['_STATUS']._serialized_start=711
+  _globals['_STATUS']._serialized_end=1027
+  _globals['_EVENT']._serialized_start=1030
+  _globals['_EVENT']._serialized_end=1237
+  _globals['_SAFETYSERVICE']._serialized_start=1240
+  _globals['_SAFETYSERVICE']._serialized_end=1499
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,16 @@ class SafetyServiceStub:
                 request_serializer=rover__safety_dot_api_dot_safety__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=rover__safety_dot_api_dot_safety__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/rover_safety.v1.SafetyService/GetStatus',
+                request_serializer=rover__safety_dot_api_dot_safety__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=rover__safety_dot_api_dot_safety__pb2.Status.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/rover_safety.v1.SafetyService/WatchEvents',
+                request_serializer=rover__safety_dot_api_dot_safety__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=rover__safety_dot_api_dot_safety__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class SafetyServiceServicer:
@@ -57,6 +67,27 @@ class SafetyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """Everything an operator's screen shows: the sessions (every one, with the
+        full id only of the caller's own), the resources, the GPIO backend, the
+        sub-parts and the last expiries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """A live stream of what happens: first a snapshot, then one event per
+        session start, resume, close and expiry, stop failure, resource that
+        starts or stops moving, and part that is lost or back, each with a
+        snapshot taken after it (snapshots at most every 100 ms, and at least
+        once a second while nothing happens). The last event before the daemon
+        stops has kind "shutting_down".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SafetyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +95,16 @@ def add_SafetyServiceServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=rover__safety_dot_api_dot_safety__pb2.CloseSessionRequest.FromString,
                     response_serializer=rover__safety_dot_api_dot_safety__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=rover__safety_dot_api_dot_safety__pb2.GetStatusRequest.FromString,
+                    response_serializer=rover__safety_dot_api_dot_safety__pb2.Status.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=rover__safety_dot_api_dot_safety__pb2.WatchEventsRequest.FromString,
+                    response_serializer=rover__safety_dot_api_dot_safety__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +134,60 @@ class SafetyService:
             '/rover_safety.v1.SafetyService/CloseSession',
             rover__safety_dot_api_dot_safety__pb2.CloseSessionRequest.SerializeToString,
             rover__safety_dot_api_dot_safety__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rover_safety.v1.SafetyService/GetStatus',
+            rover__safety_dot_api_dot_safety__pb2.GetStatusRequest.SerializeToString,
+            rover__safety_dot_api_dot_safety__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rover_safety.v1.SafetyService/WatchEvents',
+            rover__safety_dot_api_dot_safety__pb2.WatchEventsRequest.SerializeToString,
+            rover__safety_dot_api_dot_safety__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The Python client of rover-safety (placeholder until the client library lands)."""
