@@ -269,7 +269,7 @@ def timer_witness(realtime: bool, conn: Connection) -> None:
     """The deadline thread's kind of wait (a timed Condition.wait to a monotonic deadline) in a process of its own,
     at normal priority or SCHED_FIFO like the deadline thread. It runs during the stop-latency phase, so its lateness
     is what the OS and the loaded machine cost a timer at the same moments."""
-    from rover_safety.daemon.app import REALTIME_PRIORITY
+    from rover_safety.daemon.realtime import REALTIME_PRIORITY
 
     if realtime:
         with contextlib.suppress(OSError):

@@ -40,7 +40,7 @@ import pigpio
 from gpiozero import DigitalOutputDevice, PhaseEnableMotor, PWMOutputDevice
 from gpiozero import Motor as GpiozeroMotor
 from rover_safety.config import MotorConfig, MotorPins
-from rover_safety.daemon.app import realtime_thread
+from rover_safety.daemon.realtime import realtime_thread
 from rover_safety.drivers import Motor, open_factory
 from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager
 

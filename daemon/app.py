@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import gc
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,18 +24,21 @@ from rover_safety.drivers import (
     set_command_timeout,
     wait_for_hangup,
 )
-from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager
+from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager, session_tag
 
 from . import journal, notify, wire
 from .errors import StartupError
+from .events import Event, EventHub
+from .overview import Overview, resources_view, sessions_view
+from .realtime import realtime_thread, serving_thread, settle_garbage
+from .serving import EventLoopThread
 from .state import record_driven
 
 log = logging.getLogger("rover-safety")
 
-GRPC_WORKERS = 32
-# SCHED_FIFO priority of the deadline thread and the stop threads (gRPC's threads stay ordinary); the unit's
-# LimitRTPRIO= allows it without any capability.
-REALTIME_PRIORITY = 10
+# Threads that run driver commands for the gRPC handlers (a GPIO write can block: it must never block the event
+# loop that answers heartbeats). Commands hold the daemon's lock, so more would only wait.
+COMMAND_THREADS = 4
 
 
 class Daemon:
@@ -59,8 +59,10 @@ class Daemon:
         self.config_path = config_path
         self.simulate = simulate
         self.on_pin_change = on_pin_change
-        self._lock = threading.RLock()  # guards the rig during reload and shutdown, and every motion command
-        self.lock = self._lock
+        self.lock = threading.RLock()  # guards the rig during reload and shutdown, and every motion command
+        self.events = EventHub()
+        self.commands = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="command")
+        self._moving: frozenset[str] = frozenset()
         self._refused: str | None = "starting"
         self._fatal: str | None = None
         self._on_fatal = on_fatal  # wakes whoever runs the daemon (the CLI's main thread) to shut it down
@@ -69,8 +71,21 @@ class Daemon:
         self._last_status = ""
         self._status_lock = threading.Lock()  # not self._lock: session events arrive while a reload holds that
         self.rig: Rig | None = None
-        self.server: grpc.Server | None = None
+        self.sessions = SessionManager({}, config.heartbeat_window, on_event=self._on_session_event,
+                                       allow_unmonitored_motion=config.allow_unmonitored_motion,
+                                       hooks=self._loop_hooks())
+        self.serving: EventLoopThread | None = None
+        self.server: grpc.aio.Server | None = None
         self.port = 0
+
+    def _loop_hooks(self) -> LoopHooks:
+        watchdog = notify.watchdog_interval()
+        return LoopHooks(
+            tick=notify.watchdog_ping if watchdog else None,
+            tick_interval=watchdog,
+            on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
+            thread_setup=realtime_thread,
+        )
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -95,34 +110,17 @@ class Daemon:
         for motor in self.rig.motors.values():
             log.info("motor %s: %s, PWM %s Hz%s", motor.name, motor.wiring, _hz(motor.frequency),
                      _rounded(motor.config.pwm_freq, motor.frequency))
-        watchdog = notify.watchdog_interval()
-        self.sessions = SessionManager(
-            self.rig.resources,
-            cfg.heartbeat_window,
-            parts=self.rig.parts,
-            on_event=self._on_session_event,
-            allow_unmonitored_motion=cfg.allow_unmonitored_motion,
-            hooks=LoopHooks(
-                tick=notify.watchdog_ping if watchdog else None,
-                tick_interval=watchdog,
-                on_crash=lambda exc: self.fatal("the session deadline loop crashed", exc),
-                thread_setup=realtime_thread,
-            ),
-        )
-        self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],  # a second daemon on the same port must fail, not share it
-        )
-        wire.add_services(self.server, self)
+        self.sessions.replace_resources(self.rig.resources, self.rig.parts)
+        self.serving = EventLoopThread("serve", setup=serving_thread)
+        self.events.attach(self.serving.loop)
         try:
-            self.port = self.server.add_insecure_port(cfg.bind_address)
+            self.port = self.serving.call(self._listen(cfg.bind_address))
         except RuntimeError:
             self.port = 0
         if not self.port:
             self.shutdown()
             raise StartupError(f"network.bind_address: cannot listen on {cfg.bind_address} (in use, or not an "
                                "address of this machine?)")
-        self.server.start()
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
@@ -138,6 +136,19 @@ class Daemon:
         )
         notify.ready(self.status())
 
+    async def _listen(self, address: str) -> int:
+        """Create the gRPC server on the serving loop, bind it and start it; the port it listens on (0: failed)."""
+        self.server = wire.new_server(wire.FrontDoor())
+        wire.add_services(self.server, self)
+        port = self.server.add_insecure_port(address)
+        if port:
+            await self.server.start()
+        return port
+
+    async def _stop_serving(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+
     # --- what the gRPC layer asks of us ------------------------------------------------------
 
     def resource(self, name: str) -> Resource | None:
@@ -149,7 +160,7 @@ class Daemon:
         return rig.resources if rig else {}
 
     def stop_all(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             return self.rig.stop_all() if self.rig else []
 
     def motion_refused(self) -> str | None:
@@ -177,14 +188,33 @@ class Daemon:
     def status(self) -> str:
         rig = self.rig
         moving = [n for n, r in rig.resources.items() if r.is_moving()] if rig else []
-        count = len(self.sessions.all()) if hasattr(self, "sessions") else 0
+        count = len(self.sessions.all())
         return f"{count} session{'s' if count != 1 else ''}; moving: {', '.join(moving) or 'nothing'}"
 
-    def refresh_status(self) -> None:
-        """Tell systemd the summary (STATUS=) when it changed: after session events and commands that move or stop.
+    def overview(self, viewer: str) -> Overview:
+        """What an operator sees, with the full session ids only of `viewer`'s own sessions."""
+        sessions, tags = sessions_view(self.sessions, viewer)
+        return Overview(
+            sessions=sessions,
+            resources=resources_view(self.resources(), tags),
+            gpio_up=not self._backend_lost,
+            gpio_backend=self.config.pin_factory,
+            heartbeat_window=self.sessions.heartbeat_window,
+            expiries=tuple(self.events.expiries()),
+            motion_refused=self._refused or "",
+        )
 
-        Computed on the gRPC or stop threads, never in the deadline loop; nothing at all outside systemd.
-        """
+    def refresh_status(self) -> None:
+        """After anything that may move or stop a resource: publish what started or stopped moving, and tell systemd
+        the summary (STATUS=) when it changed. Computed on command or stop threads, never in the deadline loop."""
+        rig = self.rig
+        moving = frozenset(n for n, r in rig.resources.items() if r.is_moving()) if rig else frozenset()
+        with self._status_lock:
+            started, stopped, self._moving = moving - self._moving, self._moving - moving, moving
+        if started:
+            self.events.publish(Event("moving", resources=tuple(sorted(started))))
+        if stopped:
+            self.events.publish(Event("stopped", resources=tuple(sorted(stopped))))
         if not notify.enabled():
             return
         text = self.status()
@@ -196,6 +226,10 @@ class Daemon:
 
     def _on_session_event(self, event: SessionEvent) -> None:
         journal.session_event(event)
+        self.events.publish(Event(event.kind, session_tag=session_tag(event.session_id) if event.session_id else "",
+                                  peer=event.peer, resources=event.resources, moving=event.moving,
+                                  latency_ms=None if event.latency is None else event.latency * 1000,
+                                  detail=event.detail))
         self.refresh_status()
         if event.kind == "stop_failed":
             # The GPIO path misbehaves (on pigpio a timed-out command also leaves the connection out of step, so
@@ -233,6 +267,7 @@ class Daemon:
             self._fatal = str(exc)
             journal.event("backend_lost", logging.CRITICAL, f"{exc}; refusing motion and exiting so that systemd "
                           "restarts the daemon and runs safe-stop (nothing can be driven off through a lost backend)")
+            self.events.publish(Event("backend_lost", detail=str(exc)))
         self._on_fatal()
 
     # --- reload ---------------------------------------------------------------------------------
@@ -280,7 +315,7 @@ class Daemon:
         changed_motors = {n for n in old_motors if new_motors.get(n) != old_motors[n]}
         changed_bases = {n for n, b in old_bases.items()
                          if new_bases.get(n) != b or changed_motors & set(b.left + b.right)}
-        with self._lock:
+        with self.lock:
             rig = self.rig
             for name in changed_bases:
                 rig.bases.pop(name).stop()
@@ -315,7 +350,7 @@ class Daemon:
         self._refused = "shutting down"
         self._health_stop.set()
         moving: list[str] = []
-        with self._lock:
+        with self.lock:
             if self.rig is not None and not self._backend_lost:
                 try:
                     moving = self.rig.stop_all()
@@ -324,11 +359,16 @@ class Daemon:
         if moving:
             log.warning("shutdown: stopped %s", ", ".join(moving))
         notify.stopping()
-        if self.server is not None:
-            self.server.stop(grace=None)
-        if hasattr(self, "sessions"):
-            self.sessions.close()
-        with self._lock:
+        self.events.publish(Event("shutting_down", detail="the daemon is stopping; every output is off"))
+        if self.serving is not None:
+            try:
+                self.serving.call(self._stop_serving(), timeout=5)
+            except Exception as exc:  # the outputs are off already; say why serving did not end cleanly
+                log.warning("shutdown: the gRPC server did not stop cleanly: %r", exc)
+            self.serving.stop()
+        self.sessions.close()
+        self.commands.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
             rig, self.rig = self.rig, None
             if rig is None:
                 return
@@ -346,27 +386,6 @@ class Daemon:
         log.critical("shutdown: %s: %s", what, exc)
         if self._fatal is None:
             self._fatal = f"shutdown: {what}"
-
-
-def realtime_thread() -> None:
-    """Run the calling thread SCHED_FIFO, so a deadline wakes it on time on a busy board; warn once if refused."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
-    except OSError as exc:
-        _warn_not_realtime(exc.strerror or str(exc))
-
-
-@functools.cache
-def _warn_not_realtime(reason: str) -> None:
-    log.warning("the session deadline and stop threads run without real-time priority (%s): stops may be late by "
-                "milliseconds on a busy board; allow it with LimitRTPRIO=%d (the unit does)", reason,
-                REALTIME_PRIORITY)
-
-
-def settle_garbage() -> None:
-    """Collect once and freeze what survives, so a full collection later never holds the GIL for tens of ms."""
-    gc.collect()
-    gc.freeze()
 
 
 def command_timeout(heartbeat_window: float) -> float:

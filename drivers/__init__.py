@@ -2,6 +2,7 @@
 
 from .base import WheeledBase
 from .errors import DriverError, InvalidCommand, PinFactoryError, StopFailed, Unsupported
+from .failsafe import safe_stop
 from .failures import Failures
 from .motion import TimedMotion
 from .motor import Motor
@@ -16,7 +17,6 @@ from .pins import (
     wait_for_hangup,
 )
 from .rig import Resource, Rig, build
-from .failsafe import safe_stop
 
 __all__ = [
     "COMMAND_TIMEOUT",

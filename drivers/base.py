@@ -11,7 +11,7 @@ from rover_safety.config import BaseConfig
 from .errors import InvalidCommand, Unsupported
 from .failures import Failures
 from .motion import MotionSlot, TimedMotion, check_duration
-from .motor import STOP_BELOW, Motor, check_finite
+from .motor import STOP_BELOW, Motor, check_finite, check_power
 
 
 class WheeledBase:
@@ -29,10 +29,8 @@ class WheeledBase:
 
     def set_power(self, linear_y: float, angular_z: float) -> None:
         """Drive with power fractions (-1..1): forward is +linear_y, counter-clockwise is +angular_z."""
-        check_finite(linear_y=linear_y, angular_z=angular_z)
-        for key, value in (("linear.y", linear_y), ("angular.z", angular_z)):
-            if not -1.0 <= value <= 1.0:
-                raise InvalidCommand(f"{key} must be between -1 and 1, not {value:g}")
+        check_power(linear_y, "linear.y")
+        check_power(angular_z, "angular.z")
         left, right = linear_y - angular_z, linear_y + angular_z
         scale = max(1.0, abs(left), abs(right))
         with self._lock:
@@ -106,17 +104,28 @@ class WheeledBase:
     # --- internals --------------------------------------------------------------------------------
 
     def _wheel_powers(self, mm_per_sec: float, degs_per_sec: float) -> tuple[float, float, float]:
-        """Wheel powers of a differential drive (fractions of max_rpm) and how much slower than asked (>= 1)."""
+        """Wheel powers of a differential drive (fractions of max_rpm) and how much slower than asked (>= 1).
+
+        Computed on the inputs scaled to at most 1, so that no finite request, however large, overflows into an
+        infinity or a NaN: one too fast keeps its ratio of left to right and is slowed down to full power.
+        """
         max_rpm = min((m.config.max_rpm or 0.0) for m in self.motors)
         if max_rpm <= 0:
             raise Unsupported(f"base {self.name!r} needs max_rpm on every motor to move by velocity or distance")
-        turn = math.radians(degs_per_sec) * self.config.width_mm / 2.0
-        to_rpm = 60.0 / self.config.wheel_circumference_mm
-        left, right = (mm_per_sec - turn) * to_rpm / max_rpm, (mm_per_sec + turn) * to_rpm / max_rpm
-        slowdown = max(1.0, abs(left), abs(right))  # too fast: keep the ratio, slow both sides down
-        return left / slowdown, right / slowdown, slowdown
+        scale = max(1.0, abs(mm_per_sec), abs(degs_per_sec))
+        linear, angular = mm_per_sec / scale, degs_per_sec / scale
+        turn = math.radians(angular) * self.config.width_mm / 2.0
+        left, right = linear - turn, linear + turn  # mm/s, divided by `scale`
+        to_power = scale * 60.0 / self.config.wheel_circumference_mm / max_rpm  # may be inf for absurd inputs
+        fastest = max(abs(left), abs(right))
+        if fastest * to_power <= 1.0:
+            return left * to_power, right * to_power, 1.0
+        return left / fastest, right / fastest, fastest * to_power  # too fast: keep the ratio, slow both down
 
     def _drive(self, left: float, right: float) -> None:
+        """Set every motor of each side; both powers are checked before any output changes."""
+        check_power(left, "left wheels' power")
+        check_power(right, "right wheels' power")
         for motors, power in ((self.left, left), (self.right, right)):
             for motor in motors:
                 motor.set_power(power)

@@ -11,6 +11,7 @@ MAX_DURATION = 24 * 3600.0  # seconds: a timed motion longer than a day is a mis
 
 
 def check_duration(duration: float) -> float:
+    """Refuse a timed motion longer than a day (or not a number)."""
     if not duration <= MAX_DURATION:
         raise InvalidCommand(f"that move would take {duration:.0f} s; at most {MAX_DURATION:.0f} s is allowed")
     return duration
@@ -24,6 +25,8 @@ class TimedMotion:
         self.cancelled = False
         self.error: Exception | None = None  # what the stop at the end raised, if it failed
         self._done = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks_lock = threading.Lock()
         self._on_end = on_end
         self._timer = threading.Timer(duration, self._finish)
         self._timer.daemon = True
@@ -38,13 +41,30 @@ class TimedMotion:
         except Exception as exc:  # kept for whoever waits: a timer thread has nobody to tell
             self.error = exc
         finally:
-            self._done.set()
+            self._end()
 
     def cancel(self) -> None:
         """Called with the outputs already off (Stop, session expiry, a newer command)."""
         self.cancelled = True
         self._timer.cancel()
-        self._done.set()
+        self._end()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on whichever thread ends the motion) once it has ended; at once if it already has."""
+        with self._callbacks_lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def _end(self) -> None:
+        with self._callbacks_lock:
+            if self._done.is_set():
+                return
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     @property
     def running(self) -> bool:

@@ -19,9 +19,17 @@ STOP_BELOW = 0.01  # |power| at or below this is a stop
 
 
 def check_finite(**values: float) -> None:
+    """Refuse NaN and infinities, naming the field."""
     for key, value in values.items():
         if not math.isfinite(value):
             raise InvalidCommand(f"{key} must be a finite number, not {value!r}")
+
+
+def check_power(power: float, key: str = "power_pct") -> None:
+    """Refuse a power that is not a finite number in -1..1, naming the field."""
+    check_finite(**{key: power})
+    if not -1.0 <= power <= 1.0:
+        raise InvalidCommand(f"{key} must be between -1 and 1, not {power:g}")
 
 
 class Motor:
@@ -89,9 +97,7 @@ class Motor:
 
     def set_power(self, power: float) -> None:
         """Run at `power` (-1..1, sign is direction) until told otherwise."""
-        check_finite(power_pct=power)
-        if not -1.0 <= power <= 1.0:
-            raise InvalidCommand(f"power_pct must be between -1 and 1, not {power:g}")
+        check_power(power)
         with self._lock:
             self._timed.cancel()
             self._apply(power)

@@ -8,7 +8,7 @@ from .errors import ManagerClosed, NoSession, SessionError, SessionExpired, TooM
 from .hooks import LoopHooks
 from .manager import MAX_SESSIONS, SessionManager
 from .resource import CutPower, ForceOff, Stoppable
-from .session import NIL, Session, SessionEvent
+from .session import NIL, Session, SessionEvent, session_tag
 from .stopping import STOP_TIMEOUT, StopReport
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "TooManySessions",
     "from_context",
     "session_context",
+    "session_tag",
     "to_context",
 ]

@@ -76,7 +76,8 @@ class SessionManager:
             if len(self._sessions) >= self._max:
                 raise TooManySessions(self._max)
             window = heartbeat_window or self.heartbeat_window
-            session = Session(str(uuid.uuid4()), owner, peer, window, now + window, own_window=bool(heartbeat_window))
+            session = Session(str(uuid.uuid4()), owner, peer, window, now + window, own_window=bool(heartbeat_window),
+                              started=now, heard=now)
             self._sessions[session.id] = session
             self._file(session)
         self._on_event(SessionEvent("started", session.id, peer, window))
@@ -101,6 +102,7 @@ class SessionManager:
             if not session.own_window:
                 session.window = self.heartbeat_window
             session.deadline = now + session.window
+            session.heard = now
             if session.deadline < session.queued:  # the window shrank: file the earlier deadline
                 self._file(session)
             return session
@@ -195,6 +197,16 @@ class SessionManager:
             self._set_resources(resources, parts)
             for name in [n for n in self._last_user if n not in resources]:
                 del self._last_user[name]
+
+    def snapshot(self) -> tuple[list[Session], dict[str, str]]:
+        """Every live session and, for each resource with one, the id of its last user: taken together."""
+        now = self._clock()
+        with self._lock:
+            return [s for s in self._sessions.values() if s.live_at(now)], dict(self._last_user)
+
+    def now(self) -> float:
+        """The table's clock (time.monotonic unless a test gave another)."""
+        return self._clock()
 
     def last_user(self, name: str) -> str | None:
         """The id of the session that drove `name` last, if it is still live."""

@@ -247,10 +247,11 @@ def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
 
 
 def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
-    from tests.support.daemons import example_config
     from rover_safety.config import parse
     from rover_safety.daemon.app import Daemon
     from rover_safety.daemon.errors import StartupError
+
+    from tests.support.daemons import example_config
 
     text = example_config().replace('"127.0.0.1:0"', f'"127.0.0.1:{daemon.port}"')
     second = Daemon(parse(text, "second.yaml"))

@@ -7,8 +7,8 @@ import time
 
 import pytest
 from rover_safety.sessions import (
-    LoopHooks,
     NIL,
+    LoopHooks,
     NoSession,
     SessionEvent,
     SessionExpired,

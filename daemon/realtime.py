@@ -1,0 +1,57 @@
+"""Scheduling of the daemon's own threads: real-time for the deadline and stop threads, a raised priority for the
+thread that answers heartbeats, and garbage collection settled once so it never pauses a stop."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import os
+import threading
+
+log = logging.getLogger("rover-safety")
+
+# SCHED_FIFO priority of the deadline thread and the stop threads; the unit's LimitRTPRIO= allows it without any
+# capability.
+REALTIME_PRIORITY = 10
+# The nice value the serving thread (the event loop that answers heartbeats) asks for when it runs at a lower
+# priority, so ordinary CPU load on the board cannot starve heartbeats into false expiries. The unit sets Nice=-10
+# for the whole service already; elsewhere (`make run`, a terminal) this needs root or CAP_SYS_NICE or RLIMIT_NICE.
+SERVING_NICE = -10
+
+
+def realtime_thread() -> None:
+    """Run the calling thread SCHED_FIFO, so a deadline wakes it on time on a busy board; warn once if refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+    except OSError as exc:
+        _warn_not_realtime(exc.strerror or str(exc))
+
+
+@functools.cache
+def _warn_not_realtime(reason: str) -> None:
+    log.warning("the session deadline and stop threads run without real-time priority (%s): stops may be late by "
+                "milliseconds on a busy board; allow it with LimitRTPRIO=%d (the unit does)", reason,
+                REALTIME_PRIORITY)
+
+
+def serving_thread() -> None:
+    """Raise the calling thread's priority to SERVING_NICE if it runs lower and the system allows it.
+
+    On Linux a thread's nice value is its own (setpriority on its thread id), so this leaves the rest of the process
+    where it was. Refused, the thread runs as it is, and the daemon says so once.
+    """
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current > SERVING_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, SERVING_NICE)
+    except OSError as exc:
+        log.info("the thread that answers heartbeats keeps nice %s (%s): under heavy CPU load on the board, run the "
+                 "daemon under its systemd unit (Nice=-10) or with CAP_SYS_NICE", current, exc.strerror or exc)
+
+
+def settle_garbage() -> None:
+    """Collect once and freeze what survives, so a full collection later never holds the GIL for tens of ms."""
+    gc.collect()
+    gc.freeze()

@@ -1,0 +1,60 @@
+"""The gRPC surface: translates Viam's wire API (and our SafetyService) into session and driver calls, nothing else.
+
+Served from asyncio (grpc.aio): a pending call costs a coroutine, not a thread, so stalled streams, slow readers and
+idle connections cannot take the serving capacity from live clients. Heartbeats are answered on the event loop;
+anything that writes to the GPIO runs on the daemon's command threads.
+"""
+
+from __future__ import annotations
+
+import grpc
+from rover_safety.api import base_pb2_grpc, motor_pb2_grpc, robot_pb2_grpc, safety_pb2_grpc
+
+from .base import BaseService
+from .base_servicer import App
+from .calls import SESSION_METADATA_KEY, Caller, peer_host
+from .gate import FrontDoor
+from .motor import MotorService
+from .robot import RobotService
+from .safety import SafetyService
+from .status import SESSION_EXPIRED, STATUSES, Abort, status_of
+
+# A control message is tiny: nothing a client sends may cost the daemon more than this.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 8 * 1024
+STREAMS_PER_CONNECTION = 16
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+]
+
+__all__ = [
+    "SERVER_OPTIONS",
+    "SESSION_EXPIRED",
+    "SESSION_METADATA_KEY",
+    "STATUSES",
+    "Abort",
+    "App",
+    "Caller",
+    "FrontDoor",
+    "add_services",
+    "new_server",
+    "peer_host",
+    "status_of",
+]
+
+
+def new_server(front_door: FrontDoor) -> grpc.aio.Server:
+    """A grpc.aio server with the daemon's limits, on the running event loop."""
+    return grpc.aio.server(interceptors=[front_door], options=SERVER_OPTIONS)
+
+
+def add_services(server: grpc.aio.Server, app: App) -> None:
+    robot_pb2_grpc.add_RobotServiceServicer_to_server(RobotService(app), server)
+    motor_pb2_grpc.add_MotorServiceServicer_to_server(MotorService(app), server)
+    base_pb2_grpc.add_BaseServiceServicer_to_server(BaseService(app), server)
+    safety_pb2_grpc.add_SafetyServiceServicer_to_server(SafetyService(app), server)
