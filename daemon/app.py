@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import grpc
 from gpiozero.pins import Factory
-from rover_safety.config import Config, ConfigError, format_duration, load
+from rover_safety.config import Config, ConfigError, format_duration, load_isolated
 from rover_safety.drivers import (
     COMMAND_TIMEOUT,
     PinFactoryError,
@@ -26,7 +26,8 @@ from rover_safety.drivers import (
 )
 from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager, session_tag
 
-from . import journal, notify, wire
+from . import exposure, journal, notify, tls, wire
+from .auth import Authenticator
 from .errors import StartupError
 from .events import Event, EventHub
 from .overview import Overview, resources_view, sessions_view
@@ -71,12 +72,21 @@ class Daemon:
         self._last_status = ""
         self._status_lock = threading.Lock()  # not self._lock: session events arrive while a reload holds that
         self.rig: Rig | None = None
+        limits = config.limits
         self.sessions = SessionManager({}, config.heartbeat_window, on_event=self._on_session_event,
                                        allow_unmonitored_motion=config.allow_unmonitored_motion,
+                                       max_sessions=limits.max_sessions, max_per_owner=limits.sessions_per_owner,
                                        hooks=self._loop_hooks())
+        self.auth = Authenticator(config.api_keys, config.token_ttl)
+        self.front_door = wire.FrontDoor(self._policy(config))
+        journal.budget.per_second = limits.log_lines_per_second
         self.serving: EventLoopThread | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+
+    def _policy(self, config: Config) -> wire.Policy:
+        return wire.Policy(self.auth, config.limits, config.public_stop,
+                           client_certificates=config.tls is not None and config.tls.client_ca_file is not None)
 
     def _loop_hooks(self) -> LoopHooks:
         watchdog = notify.watchdog_interval()
@@ -90,8 +100,15 @@ class Daemon:
     # --- start-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open and verify the pins, drive every output off, start sessions and listen; then tell systemd READY."""
+        """Open and verify the pins, drive every output off, start sessions and listen; then tell systemd READY.
+
+        Nothing is touched before the config has passed the open-door rule and the TLS files can be read.
+        """
         cfg = self.config
+        warning = exposure.check(cfg, cfg.bind_address)
+        credentials = tls.server_credentials(cfg.tls) if cfg.tls is not None else None
+        if warning:
+            journal.event("insecure", logging.WARNING, warning)
         try:
             factory = open_factory(cfg.pin_factory, cfg.pigpio_host, cfg.pigpio_port, self.on_pin_change,
                                    timeout=command_timeout(cfg.heartbeat_window))
@@ -110,11 +127,12 @@ class Daemon:
         for motor in self.rig.motors.values():
             log.info("motor %s: %s, PWM %s Hz%s", motor.name, motor.wiring, _hz(motor.frequency),
                      _rounded(motor.config.pwm_freq, motor.frequency))
+        record_driven(self.config)  # before anything can drive them: safe-stop turns off what this names
         self.sessions.replace_resources(self.rig.resources, self.rig.parts)
         self.serving = EventLoopThread("serve", setup=serving_thread)
         self.events.attach(self.serving.loop)
         try:
-            self.port = self.serving.call(self._listen(cfg.bind_address))
+            self.port = self.serving.call(self._listen(cfg.bind_address, credentials))
         except RuntimeError:
             self.port = 0
         if not self.port:
@@ -124,11 +142,12 @@ class Daemon:
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
-        record_driven(self.config)
         settle_garbage()
         log.info(
-            "rover-safety listening on %s (pins: %s%s), heartbeat window %s, resources: %s",
+            "rover-safety listening on %s (%s; pins: %s%s), heartbeat window %s, resources: %s",
             cfg.bind_address.rsplit(":", 1)[0] + f":{self.port}",
+            ("TLS" if cfg.tls else "plain text") + (f", {len(cfg.api_keys)} API keys" if cfg.api_keys else
+                                                    ", no API keys"),
             cfg.pin_factory,
             ", simulated" if self.simulate else "",
             format_duration(cfg.heartbeat_window),
@@ -136,11 +155,14 @@ class Daemon:
         )
         notify.ready(self.status())
 
-    async def _listen(self, address: str) -> int:
+    async def _listen(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
         """Create the gRPC server on the serving loop, bind it and start it; the port it listens on (0: failed)."""
-        self.server = wire.new_server(wire.FrontDoor())
+        self.server = wire.new_server(self.front_door, self.config.limits.max_connections)
         wire.add_services(self.server, self)
-        port = self.server.add_insecure_port(address)
+        if credentials is not None:
+            port = self.server.add_secure_port(address, credentials)
+        else:
+            port = self.server.add_insecure_port(address)
         if port:
             await self.server.start()
         return port
@@ -279,14 +301,20 @@ class Daemon:
             return False
         notify.reloading()
         try:
-            new = load(self.config_path)
-        except Exception as exc:  # a ConfigError says what is wrong; anything else is a bug, but not a reason to stop
-            log.error("reload refused, still running on the previous config: %s",
-                      exc if isinstance(exc, ConfigError) else repr(exc))
+            # In a child process: a hostile or broken file costs that process its time and memory, never this
+            # one's GIL (the deadline thread needs it to stop things on time) and never this one's memory.
+            new = load_isolated(self.config_path)
+            if self.simulate:
+                new = replace(new, pin_factory="mock")
+            exposure.check(new, self.config.bind_address)  # a reload must not leave an open door either
+        except (ConfigError, StartupError) as exc:
+            log.error("reload refused, still running on the previous config: %s", exc)
             notify.ready(self.status())
             return False
-        if self.simulate:
-            new = replace(new, pin_factory="mock")
+        except Exception as exc:  # a bug, but not a reason to stop
+            log.error("reload refused, still running on the previous config: %r", exc)
+            notify.ready(self.status())
+            return False
         try:
             self._apply(new)
         except Exception as exc:
@@ -304,6 +332,13 @@ class Daemon:
             log.warning("reload: network.bind_address changed to %s; this takes a restart (still on %s)",
                         new.bind_address, old.bind_address)
             new = replace(new, bind_address=old.bind_address)
+        for key, now, then in (("network.tls", new.tls, old.tls), ("network.web", new.web_bind_address,
+                                old.web_bind_address), ("network.metrics", new.metrics_bind_address,
+                                old.metrics_bind_address), ("remotes", new.remotes, old.remotes)):
+            if now != then:
+                log.warning("reload: %s changed; this takes a restart (still as before)", key)
+        new = replace(new, tls=old.tls, web_bind_address=old.web_bind_address,
+                      metrics_bind_address=old.metrics_bind_address, remotes=old.remotes)
         backend = (new.pin_factory, new.pigpio_host, new.pigpio_port)
         if backend != (old.pin_factory, old.pigpio_host, old.pigpio_port):
             log.warning("reload: gpio settings changed; this takes a restart (still on %s)", old.pin_factory)
@@ -332,7 +367,14 @@ class Daemon:
             self.sessions.set_heartbeat_window(new.heartbeat_window)
             set_command_timeout(rig.factory, command_timeout(new.heartbeat_window))
             self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion
+            self.sessions.set_limits(new.limits.max_sessions, new.limits.sessions_per_owner)
+            revoked = self.auth.replace_keys(new.api_keys, new.token_ttl)
+            self.front_door.apply(self._policy(new))
+            journal.budget.per_second = new.limits.log_lines_per_second
             self.config = new
+        if revoked:
+            log.warning("reload: API keys removed or changed: %s; their tokens are refused from now on",
+                        ", ".join(revoked))
         log.info(
             "reloaded %s: heartbeat window %s (live sessions take it at their next heartbeat); "
             "stopped and closed: %s; opened: %s",

@@ -1,15 +1,18 @@
-"""`rover-safety`: the command line (serve, check-config, safe-stop)."""
+"""`rover-safety`: the daemon's command line (serve, check-config, safe-stop, gen-key, gen-cert)."""
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
 import logging
+import re
+import secrets
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rover_safety.config import Config, ConfigError, load
 
@@ -17,6 +20,8 @@ from . import journal
 from .safe_stop import safe_stop_command
 
 DEFAULT_CONFIG = "/etc/rover-safety/config.yaml"
+DEFAULT_TLS_DIR = "/etc/rover-safety/tls"
+KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
 
 log = logging.getLogger("rover-safety")
@@ -41,6 +46,8 @@ def serve(args: argparse.Namespace) -> int:
     from .app import Daemon  # imports grpc: only once the config is known to be good
     from .errors import StartupError
 
+    for warning in config.warnings:
+        log.warning("%s", warning)
     printer = _pin_printer(config) if args.simulate else None
     main_thread = threading.get_ident()
     daemon = Daemon(
@@ -86,11 +93,60 @@ def _pin_printer(config: Config) -> Callable[[int, float], None]:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """Validate the config, print the effective settings and every warning; exit 1 on an error."""
     config = _load(args.config)
     if config is None:
         return 1
     print(config.summary())
+    for warning in config.warnings:
+        print(f"warning: {warning}")
     print("config OK")
+    return 0
+
+
+def gen_key(args: argparse.Namespace) -> int:
+    """Print a new random API key and the config line that lets it in (the daemon keeps only its hash)."""
+    from .auth import key_hash
+
+    if not KEY_ID.fullmatch(args.name):
+        log.error("gen-key: %r is not a key id: use letters, digits, _ . - (e.g. laptop, ops-phone)", args.name)
+        return 1
+    key = secrets.token_urlsafe(32)
+    print(f"key id:  {args.name}")
+    print(f"api key: {key}")
+    print("  (shown once: put it in the client's profile, e.g. ~/.config/rover-safety/client.yaml; the daemon")
+    print("   keeps only its SHA-256)")
+    print("add under auth.api_keys in the daemon's config, then `sudo systemctl reload rover-safety`:")
+    print(f"  - {{id: {args.name}, key_sha256: {key_hash(key)}}}")
+    return 0
+
+
+def gen_cert(args: argparse.Namespace) -> int:
+    """Make a self-signed TLS certificate for this machine's names and addresses; print its fingerprint."""
+    from . import tls
+
+    directory = Path(args.dir)
+    existing = [p for p in (directory / "cert.pem", directory / "key.pem") if p.exists()]
+    if existing and not args.force:
+        log.error("gen-cert: not overwriting %s (use --force to replace)", " and ".join(map(str, existing)))
+        return 1
+    for path in existing:
+        path.unlink()
+    names, addresses = tls.local_names()
+    names = list(dict.fromkeys([*args.name, *names]))
+    addresses = list(dict.fromkeys([*args.address, *addresses]))
+    try:
+        cert, key = tls.generate(directory, names, addresses, args.days, group=args.group)
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("gen-cert: cannot write the certificate into %s: %s", directory, exc)
+        return 1
+    print(f"certificate: {cert}")
+    print(f"key:         {key} (mode {key.stat().st_mode & 0o777:04o}, group {args.group or 'of the user'})")
+    print(f"names:       {', '.join(names)}")
+    print(f"addresses:   {', '.join(addresses)}")
+    print(f"SHA-256 fingerprint: {tls.fingerprint(cert.read_bytes())}")
+    print("in the daemon's config:")
+    print(f"  network:\n    tls: {{cert_file: {cert}, key_file: {key}}}")
     return 0
 
 
@@ -111,6 +167,22 @@ def parser() -> argparse.ArgumentParser:
     ss = command("safe-stop", "drive every configured output off, without the daemon, and exit")
     ss.add_argument("--simulate", action="store_true", help="use simulated pins")
     ss.set_defaults(func=safe_stop_command)
+    gk = sub.add_parser("gen-key", help="make a new API key and print the config line for it",
+                        description="Make a new random API key; print it once, and the line (with only its "
+                                    "SHA-256) to paste under auth.api_keys.")
+    gk.add_argument("name", help="the key's id, e.g. laptop (clients authenticate as it; sessions belong to it)")
+    gk.set_defaults(func=gen_key)
+    gc = sub.add_parser("gen-cert", help="make a self-signed TLS certificate for this machine",
+                        description="Make a self-signed certificate (and key) for this machine's host name, "
+                                    "NAME.local and addresses; print its SHA-256 fingerprint for clients to pin.")
+    gc.add_argument("--dir", default=DEFAULT_TLS_DIR, help=f"where to write cert.pem and key.pem "
+                                                            f"(default {DEFAULT_TLS_DIR})")
+    gc.add_argument("--name", action="append", default=[], help="another DNS name for the certificate")
+    gc.add_argument("--address", action="append", default=[], help="another IP address for the certificate")
+    gc.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    gc.add_argument("--force", action="store_true", help="replace an existing certificate and key")
+    gc.add_argument("--group", help="let this group read the key (the daemon's, e.g. rover-safety): mode 0640")
+    gc.set_defaults(func=gen_cert)
     return p
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rover_safety.config import format_duration
@@ -22,7 +26,12 @@ MESSAGE_IDS = {
     "forced_off": "796b716add244b7dbed2820a7a5c6bdb",
     "unmonitored": "e506e4e2fe1548538ee26895a2fd804d",
     "backend_lost": "0138d8f8bcdf4b46b81dd965c043523c",
+    "auth_failed": "f70a4627dcc54a40b8bb74da4e7d1e18",
+    "insecure": "1f38ed7cbbb0405b8a7657e7d4f54fe7",
+    "suppressed": "bb519779963442a9a7c684b989777727",
 }
+# Never summarised, whatever the churn: the evidence of what was stopped, and of stops that failed.
+ALWAYS_LOGGED = frozenset({"stop_failed", "forced_off", "unmonitored", "backend_lost"})
 
 
 def under_journald() -> bool:
@@ -117,9 +126,65 @@ def describe(event: SessionEvent) -> tuple[int, str, dict[str, Any]]:
     return level, message, fields
 
 
+class LineBudget:
+    """At most `per_second` lines a second per client; lines held back are counted and reported in one line when
+    that client's second is over (a timer, started only when something was held back)."""
+
+    def __init__(self, per_second: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
+        self._held: dict[str, tuple[str, int]] = {}  # client -> (what, how many)
+        self._timer: threading.Timer | None = None
+
+    def admit(self, client: str, what: str) -> bool:
+        """Whether this client's next line may be written; if not, it is counted under `what`."""
+        now = self._clock()
+        with self._lock:
+            start, lines = self._windows.pop(client, (now, 0))
+            if now - start >= 1.0:
+                start, lines = now, 0
+            allowed = lines < self.per_second
+            self._windows[client] = (start, lines + 1)
+            while len(self._windows) > 4096:
+                self._windows.popitem(last=False)
+            if not allowed:
+                self._held[client] = (what, self._held.get(client, (what, 0))[1] + 1)
+                if self._timer is None:
+                    self._timer = threading.Timer(1.0, self._report)
+                    self._timer.daemon = True
+                    self._timer.start()
+        return allowed
+
+    def _report(self) -> None:
+        with self._lock:
+            held, self._held, self._timer = self._held, {}, None
+        for client, (what, count) in held.items():
+            log.warning("%d %s from %s were not logged one by one (more than %d a second)", count, what,
+                        client or "an unknown peer", self.per_second,
+                        extra={"MESSAGE_ID": MESSAGE_IDS["suppressed"], "PEER": client, "SUPPRESSED": str(count)})
+
+
+budget = LineBudget()
+
+
 def session_event(event: SessionEvent) -> None:
+    """Log a session event; one client's churn (starts, closes, expiries that stopped nothing) is summarised, but
+    an expiry that stopped something moving, and any failed stop, is always logged in full."""
     level, message, fields = describe(event)
-    log.log(level, message, extra=fields)
+    evidence = event.kind in ALWAYS_LOGGED or (event.kind == "expired" and bool(event.moving))
+    client = event.peer.rpartition(":")[0] or event.peer
+    if budget.admit(client, "session events") or evidence:
+        log.log(level, message, extra=fields)
+
+
+def auth_failed(peer: str, entity: str, reason: str, *, limited: bool) -> None:
+    """A refused Authenticate: logged (its own MESSAGE_ID), one client's flood summarised like session churn."""
+    if budget.admit(peer.rpartition(":")[0] or peer, "failed authentications"):
+        log.warning("authentication failed from %s for key id %s: %s", peer, entity, reason,
+                    extra={"MESSAGE_ID": MESSAGE_IDS["auth_failed"], "PEER": peer, "AUTH_ENTITY": entity,
+                           "AUTH_LIMITED": "1" if limited else "0"})
 
 
 def event(kind: str, level: int, message: str, **fields: Any) -> None:

@@ -16,6 +16,7 @@ from rover_safety.config import Config, MotorConfig, MotorPins
 log = logging.getLogger("rover-safety")
 
 STATE_FILE = "driven.json"
+MAX_RECORD_BYTES = 256 * 1024  # far more than 28 pins need; a larger record is not ours
 
 
 def state_path() -> Path | None:
@@ -30,6 +31,7 @@ def driven_state(config: Config) -> str:
         "pin_factory": config.pin_factory,
         "pigpio_host": config.pigpio_host,
         "pigpio_port": config.pigpio_port,
+        "lgpio_chip": config.lgpio_chip,
         "motors": [{"name": m.name, "pins": m.pins.used()} for m in config.motors],
     })
 
@@ -42,6 +44,7 @@ def config_from_state(text: str, source: str) -> Config:
         pin_factory=data["pin_factory"],
         pigpio_host=data["pigpio_host"],
         pigpio_port=int(data["pigpio_port"]),
+        lgpio_chip=data.get("lgpio_chip"),
         motors=tuple(MotorConfig(m["name"], MotorPins(**m["pins"])) for m in data["motors"]),
     )
 

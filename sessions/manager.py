@@ -7,6 +7,7 @@ deadline later, so they never wake that thread.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import threading
 import time
@@ -38,6 +39,7 @@ class SessionManager:
         on_event: Callable[[SessionEvent], None] = lambda event: None,
         allow_unmonitored_motion: bool = False,
         max_sessions: int = MAX_SESSIONS,
+        max_per_owner: int | None = None,
         stop_timeout: float = STOP_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         hooks: LoopHooks | None = None,
@@ -47,6 +49,7 @@ class SessionManager:
         self.allow_unmonitored_motion = allow_unmonitored_motion
         self._on_event = on_event
         self._max = max_sessions
+        self._max_per_owner = max_per_owner or max_sessions
         self._clock = clock
         self._hooks = hooks
         self._stopper = StopPath(on_event, stop_timeout=stop_timeout, clock=clock, thread_setup=hooks.thread_setup)
@@ -55,6 +58,7 @@ class SessionManager:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._sessions: dict[str, Session] = {}
+        self._per_owner: collections.Counter[str] = collections.Counter()
         self._heap: list[tuple[float, int, Session]] = []
         self._seq = 0
         self._last_user: dict[str, str] = {}  # resource name -> session id
@@ -75,10 +79,13 @@ class SessionManager:
                 raise ManagerClosed()
             if len(self._sessions) >= self._max:
                 raise TooManySessions(self._max)
+            if self._max_per_owner < self._max and self._per_owner[owner] >= self._max_per_owner:
+                raise TooManySessions(self._max_per_owner, f"live sessions of {owner}")
             window = heartbeat_window or self.heartbeat_window
             session = Session(str(uuid.uuid4()), owner, peer, window, now + window, own_window=bool(heartbeat_window),
                               started=now, heard=now)
             self._sessions[session.id] = session
+            self._per_owner[owner] += 1
             self._file(session)
         self._on_event(SessionEvent("started", session.id, peer, window))
         return session
@@ -183,6 +190,11 @@ class SessionManager:
         self._stopper.cut(report)
         self._stopper.dispatch(report)
         return report
+
+    def set_limits(self, max_sessions: int, max_per_owner: int) -> None:
+        """At most `max_sessions` live sessions, `max_per_owner` of them one owner's (live ones are kept)."""
+        with self._lock:
+            self._max, self._max_per_owner = max_sessions, max_per_owner
 
     def set_heartbeat_window(self, window: float) -> None:
         """Apply a new window to new sessions now and to live sessions from their next heartbeat."""
@@ -300,6 +312,9 @@ class SessionManager:
         """End a session and take back its resources (caller holds the lock)."""
         session.ended = reason
         del self._sessions[session.id]
+        self._per_owner[session.owner] -= 1
+        if self._per_owner[session.owner] <= 0:
+            del self._per_owner[session.owner]
         owned = [n for n, sid in self._last_user.items() if sid == session.id]
         for name in owned:
             del self._last_user[name]

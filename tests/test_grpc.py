@@ -15,6 +15,7 @@ from rover_safety.api import (
     safety_pb2,
 )
 
+from tests.support.daemons import example_config
 from tests.support.grpc_client import Client
 from tests.support.waiting import wait_until
 
@@ -222,7 +223,9 @@ def test_stop_all(daemon, client):
 
 
 def test_session_limit_is_resource_exhausted(make_daemon):
-    daemon = make_daemon(heartbeat_window="1m")
+    # one host may take the whole table only if the per-client limits say so (tests/test_client_limits.py)
+    limits = "  limits: {sessions_per_owner: 1024, session_starts_per_second: 5000}\n"
+    daemon = make_daemon(example_config(heartbeat_window="1m").replace("network:\n", "network:\n" + limits, 1))
     client = Client(daemon.port)
     for _ in range(1024):
         client.start()

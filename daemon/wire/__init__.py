@@ -8,12 +8,13 @@ anything that writes to the GPIO runs on the daemon's command threads.
 from __future__ import annotations
 
 import grpc
-from rover_safety.api import base_pb2_grpc, motor_pb2_grpc, robot_pb2_grpc, safety_pb2_grpc
+from rover_safety.api import auth_pb2_grpc, base_pb2_grpc, motor_pb2_grpc, robot_pb2_grpc, safety_pb2_grpc
 
+from .auth import AuthService
 from .base import BaseService
 from .base_servicer import App
 from .calls import SESSION_METADATA_KEY, Caller, peer_host
-from .gate import FrontDoor
+from .gate import FrontDoor, Policy
 from .motor import MotorService
 from .robot import RobotService
 from .safety import SafetyService
@@ -41,6 +42,7 @@ __all__ = [
     "App",
     "Caller",
     "FrontDoor",
+    "Policy",
     "add_services",
     "new_server",
     "peer_host",
@@ -48,9 +50,10 @@ __all__ = [
 ]
 
 
-def new_server(front_door: FrontDoor) -> grpc.aio.Server:
+def new_server(front_door: FrontDoor, max_connections: int) -> grpc.aio.Server:
     """A grpc.aio server with the daemon's limits, on the running event loop."""
-    return grpc.aio.server(interceptors=[front_door], options=SERVER_OPTIONS)
+    options = [*SERVER_OPTIONS, ("grpc.max_allowed_incoming_connections", max_connections)]
+    return grpc.aio.server(interceptors=[front_door], options=options)
 
 
 def add_services(server: grpc.aio.Server, app: App) -> None:
@@ -58,3 +61,4 @@ def add_services(server: grpc.aio.Server, app: App) -> None:
     motor_pb2_grpc.add_MotorServiceServicer_to_server(MotorService(app), server)
     base_pb2_grpc.add_BaseServiceServicer_to_server(BaseService(app), server)
     safety_pb2_grpc.add_SafetyServiceServicer_to_server(SafetyService(app), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(app), server)

@@ -15,6 +15,7 @@ import grpc
 from rover_safety.drivers import Motor, Resource, TimedMotion
 from rover_safety.sessions import Session, SessionManager, session_context
 
+from ..auth import Authenticator
 from ..events import EventHub
 from ..overview import Overview
 from .calls import SESSION_METADATA_KEY, Caller, current_caller, peer_host
@@ -34,6 +35,7 @@ class App(Protocol):
     sessions: SessionManager
     lock: threading.RLock  # held by every motion command and by a reload: a reload never races a command
     events: EventHub
+    auth: Authenticator
 
     @property
     def commands(self) -> Executor:

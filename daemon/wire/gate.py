@@ -1,19 +1,26 @@
-"""The front door every call passes: who is calling, and how many calls each client may have in flight.
+"""The front door every call passes: who is calling (a key's token, a client certificate, or just a host), whether
+it may call this method, and how much of the daemon it may take.
 
 A gRPC server interceptor that wraps each method's behaviour, so that it runs inside the call's task with the
-call's context at hand (the peer is known only there), before the servicer: it records the Caller for the handler
-and refuses a client's call beyond its share with RESOURCE_EXHAUSTED, at once, rather than queueing it behind others.
+call's context at hand (the peer and the TLS identity are known only there), before the servicer. A call beyond a
+client's share is refused at once with RESOURCE_EXHAUSTED rather than queued behind other clients' calls.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from rover_safety.config import ClientLimits
 
+from ..auth import Authenticator
+from ..errors import AuthFailed
+from ..limits import Buckets
 from .calls import Caller, peer_host, set_caller
 
 if TYPE_CHECKING:
@@ -25,16 +32,75 @@ else:
     Interceptor = grpc.aio.ServerInterceptor
     MethodHandler = grpc.RpcMethodHandler
 
-# Calls that may run without limit: none. Streams (WatchEvents) count while open.
-IN_FLIGHT_PER_OWNER = 64
+log = logging.getLogger("rover-safety")
+
+AUTHENTICATE = "/proto.rpc.v1.AuthService/Authenticate"
+START_SESSION = "/viam.robot.v1.RobotService/StartSession"
+# What anyone in reach may call with `auth.public_stop: true`: an e-stop.
+STOP_METHODS = frozenset({
+    "/viam.robot.v1.RobotService/StopAll",
+    "/viam.component.motor.v1.MotorService/Stop",
+    "/viam.component.base.v1.BaseService/Stop",
+})
+CONNECTION_MEMORY = 60.0  # seconds a client connection counts as open after its last call
+
+
+@dataclass
+class Policy:
+    """What the front door enforces; the daemon swaps fields on reload."""
+
+    auth: Authenticator
+    limits: ClientLimits = field(default_factory=ClientLimits)
+    public_stop: bool = False
+    client_certificates: bool = False  # mutual TLS: a verified client certificate is an identity too
+
+
+class _Connections:
+    """The client connections (peer addresses) each host has made calls on lately: a bound per host."""
+
+    def __init__(self) -> None:
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._per_host: collections.Counter[str] = collections.Counter()
+
+    def admit(self, peer: str, host: str, limit: int, now: float) -> bool:
+        self._forget_before(now - CONNECTION_MEMORY)
+        if peer in self._seen:
+            self._seen.move_to_end(peer)
+            self._seen[peer] = now
+            return True
+        if self._per_host[host] >= limit:
+            return False
+        self._seen[peer] = now
+        self._per_host[host] += 1
+        return True
+
+    def _forget_before(self, horizon: float) -> None:
+        while self._seen:
+            peer, when = next(iter(self._seen.items()))
+            if when >= horizon:
+                return
+            del self._seen[peer]
+            host = peer_host(peer)
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
 
 
 class FrontDoor(Interceptor):
-    """Identifies each call's client and bounds the calls each one has in flight."""
+    """Identifies each call's client, checks its credentials, and bounds what each client may take."""
 
-    def __init__(self, in_flight_per_owner: int = IN_FLIGHT_PER_OWNER) -> None:
-        self.in_flight_per_owner = in_flight_per_owner
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
         self._in_flight: collections.Counter[str] = collections.Counter()
+        self._connections = _Connections()
+        limits = policy.limits
+        self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
+
+    def apply(self, policy: Policy) -> None:
+        """A reload's new policy: new keys and limits apply to the next call."""
+        self.policy = policy
+        limits = policy.limits
+        self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
 
     async def intercept_service(
         self,
@@ -45,55 +111,93 @@ class FrontDoor(Interceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        method = details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, arrived),
+                self._wrap_unary(handler.unary_unary, method, arrived),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, arrived),
+                self._wrap_stream(handler.unary_stream, method, arrived),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler  # the daemon serves no client-streaming methods
 
-    def _admit(self, context: Context, arrived: float) -> Caller:
+    async def _admit(self, context: Context, method: str, arrived: float) -> Caller:
+        """The caller, once it may make this call; otherwise the call is aborted with the reason."""
         peer = context.peer()
-        return Caller(peer, peer_host(peer), arrived=arrived)
+        host = peer_host(peer)
+        policy, limits = self.policy, self.policy.limits
+        if not self._connections.admit(peer, host, limits.connections_per_peer, arrived):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many connections from {host} (limit {limits.connections_per_peer}); "
+                                "reuse one channel")
+        entity = await self._identify(context, method, host)
+        caller = Caller(peer, host, entity, arrived)
+        if self._in_flight[caller.owner] >= limits.calls_in_flight_per_owner:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many calls in flight from {caller.owner} (limit "
+                                f"{limits.calls_in_flight_per_owner}); wait for answers before sending more")
+        if method == START_SESSION and not self.session_starts.take(caller.owner):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many sessions started by {caller.owner} (limit "
+                                f"{limits.session_starts_per_second}/s); reuse or resume a session")
+        return caller
 
-    def _wrap_unary(self, behaviour: Callable[..., Any], arrived: float) -> Callable[..., Any]:
+    async def _identify(self, context: Context, method: str, host: str) -> str | None:
+        """The caller's identity: the key id of its bearer token, else its client certificate's name, else None."""
+        policy = self.policy
+        tokens = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        if method == AUTHENTICATE:
+            if tokens:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "already authenticated; cannot re-authenticate")
+            return None
+        entity: str | None = None
+        if tokens:
+            scheme, _, token = str(tokens[0]).partition(" ")
+            if len(tokens) > 1 or scheme.lower() != "bearer" or not token:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "malformed authorization metadata (expected one 'Bearer <token>')")
+            try:
+                entity = policy.auth.verify(token.strip())
+            except AuthFailed as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        elif policy.client_certificates:
+            names = list(context.auth_context().get("x509_common_name") or ())
+            if names:
+                entity = "cert:" + bytes(names[0]).decode(errors="replace")
+        if entity is None and policy.auth.enabled and not (policy.public_stop and method in STOP_METHODS):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "authentication required: call proto.rpc.v1.AuthService/Authenticate with an API "
+                                "key, then send 'authorization: Bearer <token>'")
+        return entity
+
+    def _wrap_unary(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def unary(request: Any, context: Context) -> Any:
-            caller = self._admit(context, arrived)
-            owner = caller.owner
-            if self._in_flight[owner] >= self.in_flight_per_owner:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"too many calls in flight from {owner} (limit {self.in_flight_per_owner}); "
-                                    "wait for answers before sending more")
-            self._in_flight[owner] += 1
+            caller = await self._admit(context, method, arrived)
+            self._in_flight[caller.owner] += 1
             set_caller(caller)
             try:
                 return await behaviour(request, context)
             finally:
-                self._release(owner)
+                self._release(caller.owner)
 
         return unary
 
-    def _wrap_stream(self, behaviour: Callable[..., Any], arrived: float) -> Callable[..., Any]:
-        async def stream(request: Any, context: Context) -> Any:
-            caller = self._admit(context, arrived)
-            owner = caller.owner
-            if self._in_flight[owner] >= self.in_flight_per_owner:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"too many calls in flight from {owner} (limit {self.in_flight_per_owner})")
-            self._in_flight[owner] += 1
+    def _wrap_stream(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            caller = await self._admit(context, method, arrived)
+            self._in_flight[caller.owner] += 1
             set_caller(caller)
             try:
                 async for message in behaviour(request, context):
                     yield message
             finally:
-                self._release(owner)
+                self._release(caller.owner)
 
         return stream
 

@@ -1,8 +1,9 @@
 """A tiny driver for the official Viam Python SDK, run by tests/test_viam_sdk.py in the SDK's own venv.
 
-    viam_client.py HOST:PORT [--no-sessions]
+    viam_client.py HOST:PORT [--no-sessions] [--key-id ID --api-key KEY]
 
-It connects (sessions on, unless --no-sessions), then answers one JSON line on stdout per command line on stdin:
+It connects (sessions on, unless --no-sessions; with an API key over TLS, as the SDK sends keys only over TLS: it
+verifies the certificate against SSL_CERT_FILE except for localhost and 127.*), then answers one JSON line on stdout per command line on stdin:
 
     motor.set_power NAME POWER      motor.stop NAME      motor.state NAME
     base.set_power NAME LINEAR_Y ANGULAR_Z                base.stop NAME      base.state NAME
@@ -63,10 +64,15 @@ async def run(robot: RobotClient, words: list[str]) -> dict[str, object]:
 
 async def main() -> None:
     address, flags = sys.argv[1], sys.argv[2:]
-    options = RobotClient.Options(
-        dial_options=DialOptions(insecure=True, disable_webrtc=True),
-        disable_sessions="--no-sessions" in flags,
-    )
+    if "--api-key" in flags:
+        from viam.rpc.dial import Credentials
+
+        key, key_id = flags[flags.index("--api-key") + 1], flags[flags.index("--key-id") + 1]
+        dial = DialOptions(credentials=Credentials(type="api-key", payload=key), auth_entity=key_id,
+                           disable_webrtc=True)
+    else:
+        dial = DialOptions(insecure=True, disable_webrtc=True)
+    options = RobotClient.Options(dial_options=dial, disable_sessions="--no-sessions" in flags)
     robot = await RobotClient.at_address(address, options)
     try:
         reply(ok=True, resources=sorted(f"{r.subtype}/{r.name}" for r in robot.resource_names))
