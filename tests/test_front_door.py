@@ -194,7 +194,8 @@ def test_no_open_door_off_loopback(tmp_path: Path, bind: str, certificate: Certi
 
 
 def test_insecure_true_serves_off_loopback_and_warns_at_every_start(make_daemon: DaemonFactory) -> None:
-    text = example_config().replace('"127.0.0.1:0"', '"0.0.0.0:0"').replace("network:\n", "network:\n  insecure: true\n")
+    text = example_config().replace('"127.0.0.1:0"', '"0.0.0.0:0"')
+    text = text.replace("network:\n", "network:\n  insecure: true\n")
     with captured(logging.INFO) as records:
         daemon = make_daemon(text)
     warnings = [r for r in records.records if field(r, "MESSAGE_ID") == "1f38ed7cbbb0405b8a7657e7d4f54fe7"]

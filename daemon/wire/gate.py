@@ -130,7 +130,7 @@ class FrontDoor(Interceptor):
         """The caller, once it may make this call; otherwise the call is aborted with the reason."""
         peer = context.peer()
         host = peer_host(peer)
-        policy, limits = self.policy, self.policy.limits
+        limits = self.policy.limits
         if not self._connections.admit(peer, host, limits.connections_per_peer, arrived):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"too many connections from {host} (limit {limits.connections_per_peer}); "

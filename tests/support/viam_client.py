@@ -2,8 +2,9 @@
 
     viam_client.py HOST:PORT [--no-sessions] [--key-id ID --api-key KEY]
 
-It connects (sessions on, unless --no-sessions; with an API key over TLS, as the SDK sends keys only over TLS: it
-verifies the certificate against SSL_CERT_FILE except for localhost and 127.*), then answers one JSON line on stdout per command line on stdin:
+It connects (sessions on, unless --no-sessions; with an API key over TLS, as the SDK sends keys only over TLS:
+it verifies the certificate against SSL_CERT_FILE except for localhost and 127.*), then answers one JSON line
+on stdout per command line on stdin:
 
     motor.set_power NAME POWER      motor.stop NAME      motor.state NAME
     base.set_power NAME LINEAR_Y ANGULAR_Z                base.stop NAME      base.state NAME
