@@ -7,7 +7,8 @@ VIAM_VENV ?= .venv-viam
 CONFIG   ?= config/example.yaml
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux shellcheck
+APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux shellcheck \
+                chromium chromium-driver prometheus
 VIAM_SDK := viam-sdk==0.85.1
 
 .PHONY: run test lint typecheck bench protos deps install uninstall clean
@@ -40,7 +41,7 @@ protos: $(BIN)/.installed
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 
 $(BIN)/.installed: setup.cfg pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)

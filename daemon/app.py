@@ -139,6 +139,11 @@ class Daemon:
             self.shutdown()
             raise StartupError(f"network.bind_address: cannot listen on {cfg.bind_address} (in use, or not an "
                                "address of this machine?)")
+        try:
+            self.serving.call(self._start_extras())
+        except StartupError:
+            self.shutdown()
+            raise
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
@@ -168,8 +173,17 @@ class Daemon:
         return port
 
     async def _stop_serving(self) -> None:
+        await self._stop_extras()
         if self.server is not None:
             await self.server.stop(grace=None)
+
+    # --- what else the serving loop serves: the operator page and the metrics endpoint --------------------------
+
+    async def _start_extras(self) -> None:
+        """Start the operator page and the metrics endpoint when configured (on the serving loop, after gRPC)."""
+
+    async def _stop_extras(self) -> None:
+        """Stop what _start_extras started (on the serving loop, before gRPC stops)."""
 
     # --- what the gRPC layer asks of us ------------------------------------------------------
 

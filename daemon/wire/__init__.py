@@ -14,7 +14,7 @@ from .auth import AuthService
 from .base import BaseService
 from .base_servicer import App
 from .calls import SESSION_METADATA_KEY, Caller, peer_host
-from .gate import FrontDoor, Policy
+from .gate import PROXY_PEER_KEY, PROXY_SECRET_KEY, FrontDoor, Policy
 from .motor import MotorService
 from .robot import RobotService
 from .safety import SafetyService
@@ -34,6 +34,8 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 __all__ = [
+    "PROXY_PEER_KEY",
+    "PROXY_SECRET_KEY",
     "SERVER_OPTIONS",
     "SESSION_EXPIRED",
     "SESSION_METADATA_KEY",

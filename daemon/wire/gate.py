@@ -9,6 +9,7 @@ client's share is refused at once with RESOURCE_EXHAUSTED rather than queued beh
 from __future__ import annotations
 
 import collections
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,6 +54,11 @@ class Policy:
     limits: ClientLimits = field(default_factory=ClientLimits)
     public_stop: bool = False
     client_certificates: bool = False  # mutual TLS: a verified client certificate is an identity too
+    proxy_secret: str | None = None  # the daemon's own web page forwards its clients' addresses with this
+
+
+PROXY_SECRET_KEY = "x-rover-safety-proxy"  # metadata: the proxy secret, from the daemon's own web page only
+PROXY_PEER_KEY = "x-rover-safety-peer"  # metadata: the address of the page's client (e.g. ipv4:10.0.0.7:51000)
 
 
 class _Connections:
@@ -128,7 +134,7 @@ class FrontDoor(Interceptor):
 
     async def _admit(self, context: Context, method: str, arrived: float) -> Caller:
         """The caller, once it may make this call; otherwise the call is aborted with the reason."""
-        peer = context.peer()
+        peer = self._forwarded(context) or context.peer()
         host = peer_host(peer)
         limits = self.policy.limits
         if not self._connections.admit(peer, host, limits.connections_per_peer, arrived):
@@ -146,6 +152,18 @@ class FrontDoor(Interceptor):
                                 f"too many sessions started by {caller.owner} (limit "
                                 f"{limits.session_starts_per_second}/s); reuse or resume a session")
         return caller
+
+    def _forwarded(self, context: Context) -> str | None:
+        """The page's client's address, when the call comes from the daemon's own web page (it knows the secret),
+        so that limits and logs see the person at the browser, not the page; anyone else's claim is ignored."""
+        secret = self.policy.proxy_secret
+        if secret is None:
+            return None
+        metadata = dict(context.invocation_metadata() or ())
+        claimed, peer = metadata.get(PROXY_SECRET_KEY), metadata.get(PROXY_PEER_KEY)
+        if isinstance(claimed, str) and isinstance(peer, str) and hmac.compare_digest(claimed, secret):
+            return peer[:120]
+        return None
 
     async def _identify(self, context: Context, method: str, host: str) -> str | None:
         """The caller's identity: the key id of its bearer token, else its client certificate's name, else None."""
