@@ -96,19 +96,24 @@ class SessionManager:
         with self._lock:
             return [s for s in self._sessions.values() if s.live_at(now)]
 
-    def find_by_id(self, session_id: str, owner_id: str = "") -> Session:
+    def find_by_id(self, session_id: str, owner_id: str = "", *, heard_at: float | None = None) -> Session:
         """Find a live session of this owner and count it as a heartbeat; raise SessionExpired otherwise.
 
-        A heartbeat that arrives at or after the deadline is refused even if the expiry has not run yet.
+        A heartbeat that arrives at or after the deadline is refused even if the expiry has not run yet. The new
+        deadline runs from `heard_at` (when the heartbeat reached the daemon, if the caller knows; at most now), so
+        a heartbeat that waited inside the daemon does not stretch its session by that wait.
         """
         now = self._clock()
+        heard = now if heard_at is None else min(heard_at, now)
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None or session.owner != owner_id or not session.live_at(now):
                 raise SessionExpired()
-            if not session.own_window:
-                session.window = self.heartbeat_window
-            session.deadline = now + session.window
+            window = session.window if session.own_window else self.heartbeat_window
+            if window == session.window:  # heartbeats may be handled out of order: never move a deadline earlier
+                session.deadline = max(session.deadline, heard + window)
+            else:  # a reload changed the window: it applies from this heartbeat on
+                session.window, session.deadline = window, heard + window
             session.heard = now
             if session.deadline < session.queued:  # the window shrank: file the earlier deadline
                 self._file(session)

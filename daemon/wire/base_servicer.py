@@ -97,6 +97,16 @@ def caller_of(context: Context) -> Caller:
     return caller
 
 
+def heartbeat(sessions: SessionManager, session_id: str, context: Context) -> Session:
+    """Count a call as a heartbeat of its session, from when it reached the front door; a call whose own deadline
+    has passed before it was handled (the client has given up on it) is refused instead of stretching the session."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call waited past its deadline; not counted")
+    caller = caller_of(context)
+    return sessions.find_by_id(session_id, caller.owner, heard_at=caller.arrived or None)
+
+
 class Servicer:
     """Base of the services: the daemon, and the helpers every handler uses."""
 
@@ -121,7 +131,7 @@ class Servicer:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"more than one {SESSION_METADATA_KEY} metadata value")
         if not values or not values[0]:
             return None
-        return self.app.sessions.find_by_id(str(values[0]), caller_of(context).owner)
+        return heartbeat(self.app.sessions, str(values[0]), context)
 
     async def monitored(self, name: str, kind: type[R], context: Context,
                         command: Callable[[R], TimedMotion | None]) -> None:

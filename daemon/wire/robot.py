@@ -9,7 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from rover_safety.api import common_pb2, robot_pb2, robot_pb2_grpc
 from rover_safety.drivers import Motor
 
-from .base_servicer import Context, Servicer, caller_of, handler
+from .base_servicer import Context, Servicer, caller_of, handler, heartbeat
 
 log = logging.getLogger("rover-safety")
 
@@ -39,7 +39,7 @@ class RobotService(Servicer, robot_pb2_grpc.RobotServiceServicer):
     async def SendSessionHeartbeat(
         self, request: Any, context: Context
     ) -> robot_pb2.SendSessionHeartbeatResponse:
-        self.app.sessions.find_by_id(request.id, caller_of(context).owner)
+        heartbeat(self.app.sessions, request.id, context)
         return robot_pb2.SendSessionHeartbeatResponse()
 
     @handler
