@@ -114,6 +114,15 @@ if [ ! -e "$CONF_DIR/config.yaml" ]; then
 else
     say "keeping the existing $CONF_DIR/config.yaml"
 fi
+# A TLS certificate for this rover's names and addresses, made once (never overwritten): serving a laptop or a
+# phone off loopback needs it (and API keys: rover-safety gen-key NAME). Its key is readable by the service's group.
+if [ ! -e "$CONF_DIR/tls/cert.pem" ] && [ ! -e "$CONF_DIR/tls/key.pem" ]; then
+    "$VENV/bin/rover-safety" gen-cert --dir "$CONF_DIR/tls" --group rover-safety | sed 's/^/rover-safety install:   /'
+    say "made a TLS certificate in $CONF_DIR/tls (clients pin the fingerprint above); see README: On the rover"
+else
+    say "keeping the existing TLS certificate in $CONF_DIR/tls"
+fi
+
 # As the service user: a config only root can read would pass here and fail at every start.
 runuser -u rover-safety -- "$VENV/bin/rover-safety" check-config --config "$CONF_DIR/config.yaml" >/dev/null \
     || die "$CONF_DIR/config.yaml is not valid, or not readable by the rover-safety user (see above); fix it and run this again"
