@@ -27,7 +27,7 @@ def error_of(text: str) -> ConfigError:
     return info.value
 
 
-def test_example_config_is_valid_and_complete():
+def test_example_config_is_valid_and_complete() -> None:
     config = load(EXAMPLE)
     assert config.heartbeat_window == 2.0
     assert config.pin_factory == "mock"
@@ -36,7 +36,7 @@ def test_example_config_is_valid_and_complete():
     assert config.bases[0].left == ("left",) and config.bases[0].width_mm == 260
 
 
-def test_defaults_when_empty():
+def test_defaults_when_empty() -> None:
     config = parse("", "empty.yaml")
     assert (config.bind_address, config.heartbeat_window, config.pin_factory) == ("127.0.0.1:8080", 2.0, "pigpio")
     assert config.allow_unmonitored_motion is False and config.motors == ()
@@ -46,12 +46,12 @@ def test_defaults_when_empty():
     ("text", "seconds"),
     [("500ms", 0.5), ("2s", 2.0), ("1m30s", 90.0), ("1.5s", 1.5), ("30ms", 0.03), ("250000us", 0.25), ("1h", 3600)],
 )
-def test_go_durations(text, seconds):
+def test_go_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "2", "s", "2 s", "2x", "-1s", "1s2", "ms500"])
-def test_bad_durations(text):
+def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
 
@@ -109,7 +109,7 @@ def test_bad_durations(text):
         ("- just\n- a list\n", 1, "", "must be a mapping"),
     ],
 )
-def test_config_errors_name_file_line_key_and_problem(text, line, key, problem):
+def test_config_errors_name_file_line_key_and_problem(text: str, line: int, key: str, problem: str) -> None:
     error = error_of(text)
     assert error.source == "rover.yaml"
     assert error.line == line, str(error)
@@ -126,7 +126,7 @@ def test_config_errors_name_file_line_key_and_problem(text, line, key, problem):
         (b"? [a, b]\n: 1\n", 1, "a key must be a plain word"),
     ],
 )
-def test_unreadable_files_are_clear_errors_too(tmp_path, content, line, problem):
+def test_unreadable_files_are_clear_errors_too(tmp_path: Path, content: bytes, line: int | None, problem: str) -> None:
     path = tmp_path / "odd.yaml"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
@@ -134,7 +134,7 @@ def test_unreadable_files_are_clear_errors_too(tmp_path, content, line, problem)
     assert info.value.line == line and problem in info.value.problem, str(info.value)
 
 
-def test_missing_file_is_a_clear_error(tmp_path):
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config: No such file"):
         load(tmp_path / "nope.yaml")
 
@@ -144,7 +144,7 @@ def rover_safety(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=30)
 
 
-def test_check_config_prints_the_effective_config():
+def test_check_config_prints_the_effective_config() -> None:
     result = rover_safety("check-config", "--config", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "network.sessions.heartbeat_window: 2s" in result.stdout
@@ -153,7 +153,7 @@ def test_check_config_prints_the_effective_config():
 
 
 @pytest.mark.parametrize("command", ["check-config", "serve", "safe-stop"])
-def test_bad_config_is_refused_with_one_clear_line_and_no_traceback(tmp_path, command):
+def test_bad_config_is_refused_with_one_clear_line_and_no_traceback(tmp_path: Path, command: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("network:\n  sessions:\n    heartbeat_window: 5 seconds\n")
     result = rover_safety(command, "--config", str(bad))
