@@ -31,6 +31,14 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
     ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
+    # Clients may ping often enough to notice a dead link within a short heartbeat window (rover_safety.client
+    # pings every window/2), even between calls; a client that pings faster than every 50 ms is cut off.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 50),
+    ("grpc.http2.max_pings_without_data", 0),
+    # And the daemon pings idle clients, so a connection whose client vanished is closed within a minute.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
 ]
 
 __all__ = [
