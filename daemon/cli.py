@@ -1,4 +1,5 @@
-"""`rover-safety`: the daemon's command line (serve, check-config, safe-stop, gen-key, gen-cert)."""
+"""`rover-safety`: one command line for the daemon (serve, check-config, safe-stop, gen-key, gen-cert) and the
+operator (sessions, watch, stop-all, drive: clients of the daemon's API, in rover_safety.client.commands)."""
 
 from __future__ import annotations
 
@@ -150,7 +151,11 @@ def gen_cert(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+DAEMON_COMMANDS = ("serve", "check-config", "safe-stop", "gen-key", "gen-cert")
+
+
+def parser(operator: bool = True) -> argparse.ArgumentParser:
+    """The command line; without `operator`, only the daemon's commands (safe-stop then never imports gRPC)."""
     p = argparse.ArgumentParser(prog="rover-safety", description="Safety daemon for Raspberry Pi rovers.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -183,11 +188,16 @@ def parser() -> argparse.ArgumentParser:
     gc.add_argument("--force", action="store_true", help="replace an existing certificate and key")
     gc.add_argument("--group", help="let this group read the key (the daemon's, e.g. rover-safety): mode 0640")
     gc.set_defaults(func=gen_cert)
+    if operator:
+        from rover_safety.client.commands import register  # the operator's commands: clients of the wire
+
+        register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser(operator=not any(word in DAEMON_COMMANDS for word in words)).parse_args(words)
     journal.setup(args.verbose)
     return int(args.func(args))
 

@@ -245,7 +245,7 @@ def test_calls_in_flight_per_client_are_bounded(make_daemon: DaemonFactory) -> N
         status, details = code(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5))
         assert status == grpc.StatusCode.RESOURCE_EXHAUSTED and "in flight" in details
         for move in moves:  # ... until they end
-            move.cancel()
+            move.cancel()  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:

@@ -32,7 +32,7 @@ def _directory(path: Path) -> None:
 
 
 # Each turns the config file into something hostile or broken, after the daemon read the good one and died.
-HOSTILE: dict[str, Callable[[Path], None]] = {
+HOSTILE: dict[str, Callable[[Path], object]] = {
     "int tag with junk": lambda p: p.write_text(p.read_text().replace("pwm_freq: 800", "pwm_freq: !!int 800Hz")),
     "an integer of 5000 digits": lambda p: p.write_text(p.read_text().replace("pwm_freq: 800",
                                                                               "pwm_freq: " + "9" * 5000)),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from rover_safety.daemon.app import Daemon
 
 from tests.support.daemons import DaemonFactory
 from tests.support.keys import Key, bearer, new_certificate, new_key, secured, tls_channel, token_for
+from tests.support.process import rss_mb
 
 SERVICES = ("viam.robot.v1.RobotService", "viam.component.motor.v1.MotorService",
             "viam.component.base.v1.BaseService", "rover_safety.v1.SafetyService", "proto.rpc.v1.AuthService")
@@ -40,6 +40,7 @@ def value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
         FieldDescriptor.TYPE_BOOL: st.booleans(),
     }
     if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
         return message(field.message_type, depth + 1) if depth < 3 else st.none()
     return kinds.get(field.type, st.none())
 
@@ -76,15 +77,9 @@ def message(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> Any:
 
 METADATA_KEYS = st.sampled_from(["viam-sid", "authorization", "x-rover-safety-proxy", "x-rover-safety-peer",
                                  "grpc-timeout-ish", "viam_client"])
-METADATA_VALUES = st.one_of(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=80),
-                            st.sampled_from(["Bearer ", "Bearer x.y.z", "bearer", "00000000-0000-0000-0000-000000000000"]))
-
-
-def rss_mb() -> float:
-    for line in open(f"/proc/{os.getpid()}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+METADATA_VALUES = st.one_of(st.text(alphabet=PRINTABLE, max_size=80), st.sampled_from(
+    ["Bearer ", "Bearer x.y.z", "bearer", "00000000-0000-0000-0000-000000000000"]))
 
 
 class Served:
@@ -117,15 +112,15 @@ def invoke(channel: grpc.Channel, method: MethodDescriptor, request: Any, metada
     path = f"/{method.containing_service.full_name}/{method.name}"
     try:
         if method.server_streaming:
-            responses = channel.unary_stream(path, request_serializer=type(request).SerializeToString)(
-                request, metadata=metadata, timeout=3)
+            responses = channel.unary_stream(path, request_serializer=type(request).SerializeToString,
+                                             response_deserializer=None)(request, metadata=metadata, timeout=3)
             try:
                 next(iter(responses))
             finally:
-                responses.cancel()
+                responses.cancel()  # type: ignore[no-untyped-call]
         else:
-            channel.unary_unary(path, request_serializer=type(request).SerializeToString)(
-                request, metadata=metadata, timeout=3)
+            channel.unary_unary(path, request_serializer=type(request).SerializeToString,
+                                response_deserializer=None)(request, metadata=metadata, timeout=3)
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
