@@ -203,6 +203,18 @@ def base_get_properties(name: str, extra: Mapping[str, Any] | None = None) -> Ca
 
 # --- robot, safety, auth -------------------------------------------------------------------------------------------
 
+TIMED = frozenset({f"/{MOTOR}/GoFor", f"/{MOTOR}/GoTo", f"/{BASE}/MoveStraight", f"/{BASE}/Spin"})
+
+
+def forward(path: str, request: Message, response: type[Message]) -> Call[Message]:
+    """Any unary call of the API, its response as it comes (for a primary part forwarding its users' calls)."""
+    return Call(path, request, response, _same, path.rsplit("/", 1)[-1], timed=path in TIMED)
+
+
+def _same(message: Message) -> Message:
+    return message
+
+
 def resource_names() -> Call[list[ResourceName]]:
     """RobotService/ResourceNames."""
     return _call(ROBOT, "ResourceNames", robot_pb2.ResourceNamesRequest(), robot_pb2.ResourceNamesResponse,

@@ -9,6 +9,8 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
+
 from . import calls, exits, sessions
 from .calls import Call
 from .connection import ConnectOptions, parse_address
@@ -198,6 +200,20 @@ class Client:
         """The base called `name` (NotFound if the daemon has none)."""
         _result(self._core, self._core.submit(self._core.check_resource("base", name)))
         return Base(name, self._run)
+
+    def forward(self, path: str, request: Message, response: type[Message], *,
+                timeout: float | None = None) -> Message:
+        """Make any unary call of the API (`/package.Service/Method`); a monitored one carries this client's
+        session like any other. For a primary part forwarding its users' calls to a sub-part."""
+        return self._run(calls.forward(path, request, response), timeout)
+
+    def forward_future(self, path: str, request: Message, response: type[Message], *,
+                       timeout: float | None = None) -> concurrent.futures.Future[Message]:
+        """`forward` without waiting: a future an asyncio program on another loop awaits with
+        `asyncio.wrap_future`; cancelling it cancels the call."""
+        attached = sessions.current()
+        return self._core.submit(self._core.unary(calls.forward(path, request, response), timeout=timeout,
+                                                  session=attached.id if attached else None))
 
     def resource_names(self, *, timeout: float | None = None) -> list[ResourceName]:
         """Every resource the daemon has."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import grpc
 from gpiozero.pins import Factory
+from rover_safety.api import robot_pb2
 from rover_safety.config import Config, ConfigError, format_duration, load_isolated
 from rover_safety.drivers import (
     COMMAND_TIMEOUT,
@@ -24,16 +27,24 @@ from rover_safety.drivers import (
     set_command_timeout,
     wait_for_hangup,
 )
+from rover_safety.parts import Part, RemoteResource
 from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager, session_tag
 
 from . import exposure, journal, notify, tls, wire
 from .auth import Authenticator
 from .errors import StartupError
 from .events import Event, EventHub
-from .overview import Overview, resources_view, sessions_view
+from .overview import Overview, PartView, resources_view, sessions_view
 from .realtime import realtime_thread, serving_thread, settle_garbage
 from .serving import EventLoopThread
 from .state import record_driven
+
+if TYPE_CHECKING:
+    import socket
+
+    from rover_safety.web import OperatorPage
+
+    from .metrics import Metrics, MetricsServer
 
 log = logging.getLogger("rover-safety")
 
@@ -77,7 +88,16 @@ class Daemon:
                                        allow_unmonitored_motion=config.allow_unmonitored_motion,
                                        max_sessions=limits.max_sessions, max_per_owner=limits.sessions_per_owner,
                                        hooks=self._loop_hooks())
+        self._parts = {remote.name: Part(remote, self._on_part) for remote in config.remotes}
         self.auth = Authenticator(config.api_keys, config.token_ttl)
+        # --- the operator page and the metrics endpoint (see _start_extras) ---------------------------------------
+        # The page tells the front door its browsers' addresses with this secret, made afresh at every start; every
+        # policy carries it, so a reload keeps it. What _start_extras starts is kept here for _stop_extras.
+        self.proxy_secret: str | None = secrets.token_urlsafe(32) if config.web_bind_address else None
+        self.page: OperatorPage | None = None
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        # ------------------------------------------------------------------------------------------------------------
         self.front_door = wire.FrontDoor(self._policy(config))
         journal.budget.per_second = limits.log_lines_per_second
         self.serving: EventLoopThread | None = None
@@ -86,7 +106,8 @@ class Daemon:
 
     def _policy(self, config: Config) -> wire.Policy:
         return wire.Policy(self.auth, config.limits, config.public_stop,
-                           client_certificates=config.tls is not None and config.tls.client_ca_file is not None)
+                           client_certificates=config.tls is not None and config.tls.client_ca_file is not None,
+                           proxy_secret=self.proxy_secret)
 
     def _loop_hooks(self) -> LoopHooks:
         watchdog = notify.watchdog_interval()
@@ -128,7 +149,9 @@ class Daemon:
             log.info("motor %s: %s, PWM %s Hz%s", motor.name, motor.wiring, _hz(motor.frequency),
                      _rounded(motor.config.pwm_freq, motor.frequency))
         record_driven(self.config)  # before anything can drive them: safe-stop turns off what this names
-        self.sessions.replace_resources(self.rig.resources, self.rig.parts)
+        self._update_table()
+        for part in self._parts.values():
+            part.start()
         self.serving = EventLoopThread("serve", setup=serving_thread)
         self.events.attach(self.serving.loop)
         try:
@@ -180,24 +203,92 @@ class Daemon:
     # --- what else the serving loop serves: the operator page and the metrics endpoint --------------------------
 
     async def _start_extras(self) -> None:
-        """Start the operator page and the metrics endpoint when configured (on the serving loop, after gRPC)."""
+        """Start the operator page and the metrics endpoint when configured (on the serving loop, after gRPC).
+
+        Each listens on a port of its own; one that cannot, or a page that would be an open door, is a StartupError
+        naming its setting (motion is refused until start-up has finished, so nothing can have moved).
+        """
+        cfg = self.config
+        if cfg.metrics_bind_address is None and cfg.web_bind_address is None:
+            return
+        from rover_safety.web import OperatorPage, PageError, listening_socket, page_settings, url_host
+
+        sockets: dict[str, socket.socket] = {}
+        for key, address in (("network.metrics.bind_address", cfg.metrics_bind_address),
+                             ("network.web.bind_address", cfg.web_bind_address)):
+            if address is None:
+                continue
+            if key == "network.web.bind_address":
+                warning = exposure.check(cfg, address, key)
+                if warning:
+                    journal.event("insecure", logging.WARNING, warning)
+            try:
+                sockets[key] = listening_socket(address)
+            except OSError as exc:
+                for sock in sockets.values():
+                    sock.close()
+                raise StartupError(f"{key}: cannot listen on {address}: {exc.strerror or exc}") from None
+        if cfg.metrics_bind_address is not None:
+            from .metrics import Metrics, MetricsServer  # prometheus_client: imported only when configured
+
+            self.metrics = Metrics(gpio_backend=cfg.pin_factory, live_sessions=lambda: len(self.sessions.all()))
+            self.metrics.resources(sorted(self.resources()))
+            self.events.listen(self.metrics.on_event)
+            self.front_door.observer = self.metrics.on_rpc
+            self._metrics_server = MetricsServer(self.metrics)
+            await self._metrics_server.start(sockets["network.metrics.bind_address"])
+            log.info("metrics on http://%s:%d/metrics", url_host(cfg.metrics_bind_address), self._metrics_server.port)
+            if not exposure.is_loopback(cfg.metrics_bind_address):
+                log.warning("network.metrics.bind_address %s is off loopback: anyone who reaches it reads the "
+                            "metrics (no auth, plain HTTP); prefer loopback and a local Prometheus agent",
+                            cfg.metrics_bind_address)
+        if cfg.web_bind_address is not None:
+            assert self.proxy_secret is not None
+            try:
+                settings = page_settings(cfg, grpc_port=self.port, proxy_secret=self.proxy_secret,
+                                         secret_key=wire.PROXY_SECRET_KEY, peer_key=wire.PROXY_PEER_KEY,
+                                         loopback_only=exposure.is_loopback(cfg.web_bind_address),
+                                         auth_enabled=lambda: self.auth.enabled,
+                                         public_stop=lambda: self.config.public_stop)
+            except PageError as exc:
+                sockets["network.web.bind_address"].close()
+                raise StartupError(str(exc)) from None
+            self.page = OperatorPage(settings)
+            await self.page.start(sockets["network.web.bind_address"])
+            log.info("operator page on %s://%s:%d/%s", "https" if cfg.tls else "http", url_host(cfg.web_bind_address),
+                     self.page.port, " (log in with an API key)" if cfg.api_keys else "")
 
     async def _stop_extras(self) -> None:
         """Stop what _start_extras started (on the serving loop, before gRPC stops)."""
+        page, self.page = self.page, None
+        if page is not None:
+            await page.stop()  # its event streams end and its channels close while the gRPC port still answers
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            await server.stop()
 
     # --- what the gRPC layer asks of us ------------------------------------------------------
 
-    def resource(self, name: str) -> Resource | None:
+    def resource(self, name: str) -> Resource | RemoteResource | None:
         rig = self.rig
-        return rig.get(name) if rig else None
+        local = rig.get(name) if rig else None
+        if local is not None or ":" not in name:
+            return local
+        part = self._parts.get(name.split(":", 1)[0])
+        return part.resources.get(name) if part else None
 
-    def resources(self) -> dict[str, Resource]:
+    def resources(self) -> dict[str, Resource | RemoteResource]:
         rig = self.rig
-        return rig.resources if rig else {}
+        found: dict[str, Resource | RemoteResource] = dict(rig.resources) if rig else {}
+        for part in self._parts.values():
+            found.update(part.resources)
+        return found
 
     def stop_all(self) -> list[str]:
+        """Every resource stopped: the sub-parts' (those connected) first, then this daemon's own."""
+        moving = [name for part in self._parts.values() for name in stop_part(part)]
         with self.lock:
-            return self.rig.stop_all() if self.rig else []
+            return moving + (self.rig.stop_all() if self.rig else [])
 
     def motion_refused(self) -> str | None:
         return self._refused
@@ -222,8 +313,7 @@ class Daemon:
         return self._fatal
 
     def status(self) -> str:
-        rig = self.rig
-        moving = [n for n, r in rig.resources.items() if r.is_moving()] if rig else []
+        moving = [n for n, r in self.resources().items() if r.is_moving()]
         count = len(self.sessions.all())
         return f"{count} session{'s' if count != 1 else ''}; moving: {', '.join(moving) or 'nothing'}"
 
@@ -238,13 +328,13 @@ class Daemon:
             heartbeat_window=self.sessions.heartbeat_window,
             expiries=tuple(self.events.expiries()),
             motion_refused=self._refused or "",
+            parts=tuple(PartView(p.name, p.address, p.state, p.detail) for p in self._parts.values()),
         )
 
     def refresh_status(self) -> None:
         """After anything that may move or stop a resource: publish what started or stopped moving, and tell systemd
         the summary (STATUS=) when it changed. Computed on command or stop threads, never in the deadline loop."""
-        rig = self.rig
-        moving = frozenset(n for n, r in rig.resources.items() if r.is_moving()) if rig else frozenset()
+        moving = frozenset(n for n, r in self.resources().items() if r.is_moving())
         with self._status_lock:
             started, stopped, self._moving = moving - self._moving, self._moving - moving, moving
         if started:
@@ -267,11 +357,37 @@ class Daemon:
                                   latency_ms=None if event.latency is None else event.latency * 1000,
                                   detail=event.detail))
         self.refresh_status()
-        if event.kind == "stop_failed":
+        if event.kind == "stop_failed" and not all(":" in name for name in event.resources):
             # The GPIO path misbehaves (on pigpio a timed-out command also leaves the connection out of step, so
             # later replies would answer the wrong commands): the pins are forced off next, then the daemon exits
             # so that systemd's safe-stop runs on a fresh connection and restarts it.
             threading.Thread(target=self.fatal, args=(f"a stop failed: {event.detail}",), daemon=True).start()
+
+    # --- sub-parts ------------------------------------------------------------------------------------------
+
+    def _update_table(self) -> None:
+        """Give the session table every resource, this daemon's and its parts' (after start, reload, a part back)."""
+        rig = self.rig
+        if rig is not None:
+            self.sessions.replace_resources(self.resources(), rig.parts)
+
+    def _on_part(self, part: Part, state: str, why: str) -> None:
+        """A part's link changed (on that part's thread). Lost: the user sessions that drove anything there end now
+        (their clients get SESSION_EXPIRED and start afresh), one journal entry says so; back: its resources are."""
+        if state == "lost":
+            names = tuple(part.resources)
+            ended = self.sessions.end_driving(names, "ended", f"part {part.name} was lost ({why})")
+            journal.event("part_lost", logging.WARNING,
+                          f"part {part.name} at {part.address} lost: {why}; its resources are unavailable; ended "
+                          f"{len(ended)} session(s) that drove them", PART=part.name, PART_ADDRESS=part.address,
+                          RESOURCES=",".join(names), ENDED_SESSIONS=str(len(ended)))
+            self.events.publish(Event("part_lost", resources=names, detail=f"{part.name}: {why}"))
+        elif state == "connected":
+            self._update_table()
+            journal.event("part_back", logging.INFO, f"part {part.name} at {part.address} connected: {why}",
+                          PART=part.name, PART_ADDRESS=part.address, RESOURCES=",".join(part.resources))
+            self.events.publish(Event("part_back", resources=tuple(part.resources), detail=f"{part.name}: {why}"))
+        self.refresh_status()
 
     # --- the GPIO backend -----------------------------------------------------------------------
 
@@ -312,6 +428,7 @@ class Daemon:
         """Re-read the config file; on any error keep running on the old one and change nothing."""
         if not self.config_path:
             log.warning("reload: no config file to re-read")
+            self.events.publish(Event("reload_refused", detail="no config file to re-read"))
             return False
         notify.reloading()
         try:
@@ -321,21 +438,27 @@ class Daemon:
             if self.simulate:
                 new = replace(new, pin_factory="mock")
             exposure.check(new, self.config.bind_address)  # a reload must not leave an open door either
+            if self.config.web_bind_address is not None:
+                exposure.check(new, self.config.web_bind_address, "network.web.bind_address")
         except (ConfigError, StartupError) as exc:
             log.error("reload refused, still running on the previous config: %s", exc)
+            self.events.publish(Event("reload_refused", detail=str(exc)))
             notify.ready(self.status())
             return False
         except Exception as exc:  # a bug, but not a reason to stop
             log.error("reload refused, still running on the previous config: %r", exc)
+            self.events.publish(Event("reload_refused", detail=repr(exc)))
             notify.ready(self.status())
             return False
         try:
             self._apply(new)
         except Exception as exc:
+            self.events.publish(Event("reload_failed", detail=repr(exc)))
             self.fatal("reload failed half-way", exc)
             return False
         record_driven(self.config)
         settle_garbage()
+        self.events.publish(Event("reloaded", detail=self.config_path))
         notify.ready(self.status())
         return True
 
@@ -377,7 +500,7 @@ class Daemon:
                 rig.motors.update(build(new, rig.factory, only=added_motors).motors)
             for name in sorted(added_bases):
                 rig.add_base(new_bases[name])
-            self.sessions.replace_resources(rig.resources, rig.parts)
+            self._update_table()
             self.sessions.set_heartbeat_window(new.heartbeat_window)
             set_command_timeout(rig.factory, command_timeout(new.heartbeat_window))
             self.sessions.allow_unmonitored_motion = new.allow_unmonitored_motion
@@ -405,6 +528,10 @@ class Daemon:
         """
         self._refused = "shutting down"
         self._health_stop.set()
+        # Say so first: a primary that follows this daemon as its sub-part learns it at once, before anything stops.
+        self.events.publish(Event("shutting_down", detail="the daemon is stopping every output and exiting"))
+        # Children before parent: the sub-parts stop what this daemon drove there (closing its sessions on them).
+        close_parts(list(self._parts.values()))
         moving: list[str] = []
         with self.lock:
             if self.rig is not None and not self._backend_lost:
@@ -415,7 +542,6 @@ class Daemon:
         if moving:
             log.warning("shutdown: stopped %s", ", ".join(moving))
         notify.stopping()
-        self.events.publish(Event("shutting_down", detail="the daemon is stopping; every output is off"))
         if self.serving is not None:
             try:
                 self.serving.call(self._stop_serving(), timeout=5)
@@ -442,6 +568,31 @@ class Daemon:
         log.critical("shutdown: %s: %s", what, exc)
         if self._fatal is None:
             self._fatal = f"shutdown: {what}"
+
+
+PART_TIMEOUT = 0.5  # seconds a sub-part may take to answer a stop, or a close, from a primary that is stopping
+
+
+def stop_part(part: Part) -> list[str]:
+    """StopAll on a connected part; what it reported moving, under their names here. A lost part stops itself."""
+    if not part.connected:
+        return []
+    moving = [name for name, resource in part.resources.items() if resource.is_moving()]
+    try:
+        part.forward("/viam.robot.v1.RobotService/StopAll", robot_pb2.StopAllRequest(), robot_pb2.StopAllResponse)
+    except Exception as exc:  # its own expiry of this daemon's session stops it anyway; say so
+        log.warning("StopAll could not reach part %s: %s", part.name, exc)
+        return []
+    return moving
+
+
+def close_parts(parts: list[Part]) -> None:
+    """Close this daemon's sessions on every part at once (each stops what it drove there), bounded in time."""
+    threads = [threading.Thread(target=part.close, name=f"close-{part.name}", daemon=True) for part in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(PART_TIMEOUT)
 
 
 def command_timeout(heartbeat_window: float) -> float:

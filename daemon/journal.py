@@ -29,9 +29,12 @@ MESSAGE_IDS = {
     "auth_failed": "f70a4627dcc54a40b8bb74da4e7d1e18",
     "insecure": "1f38ed7cbbb0405b8a7657e7d4f54fe7",
     "suppressed": "bb519779963442a9a7c684b989777727",
+    "ended": "d736dc6f3d9147399ca7dd741b0dea2d",
+    "part_lost": "2adef990c57f4b09bd72eb21e3029b51",
+    "part_back": "acf7c0c293bb41ccbc763f2562ef7a40",
 }
 # Never summarised, whatever the churn: the evidence of what was stopped, and of stops that failed.
-ALWAYS_LOGGED = frozenset({"stop_failed", "forced_off", "unmonitored", "backend_lost"})
+ALWAYS_LOGGED = frozenset({"stop_failed", "forced_off", "unmonitored", "backend_lost", "ended"})
 
 
 def under_journald() -> bool:
@@ -118,6 +121,10 @@ def describe(event: SessionEvent) -> tuple[int, str, dict[str, Any]]:
             logging.INFO,
             f"{who} closed by the client; stopped {stopped}{moving}"
             + (f", outputs off {_ms(event.latency)} ms after the close" if event.latency is not None else ""),
+        ),
+        "ended": (
+            logging.WARNING if event.moving else logging.INFO,
+            f"{who} ended: {event.detail}; stopped {stopped}{moving}{latency}",
         ),
         "stop_failed": (logging.CRITICAL, f"{who}: {event.detail}"),
         "forced_off": (logging.ERROR, f"{who}: {event.detail}"),

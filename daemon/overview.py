@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rover_safety.drivers import Motor, Resource
+from rover_safety.parts import RemoteResource
 from rover_safety.sessions import SessionManager, session_tag
 
 from .events import Event
@@ -55,9 +56,9 @@ class Overview:
     parts: tuple[PartView, ...] = field(default_factory=tuple)
 
 
-def power_of(resource: Resource) -> float:
-    """A motor's signed power; a base's: that of its motor driven hardest."""
-    if isinstance(resource, Motor):
+def power_of(resource: Resource | RemoteResource) -> float:
+    """A motor's signed power; a base's: that of its motor driven hardest; a sub-part's: as the part said."""
+    if isinstance(resource, Motor | RemoteResource):
         return resource.power
     return max((m.power for m in resource.motors), key=abs, default=0.0)
 
@@ -86,8 +87,16 @@ def sessions_view(table: SessionManager, viewer: str) -> tuple[tuple[SessionView
     return views, {name: session_tag(sid) for name, sid in last_user.items()}
 
 
-def resources_view(resources: dict[str, Resource], tags: dict[str, str]) -> tuple[ResourceView, ...]:
+def resources_view(resources: dict[str, Resource | RemoteResource], tags: dict[str, str]) -> tuple[ResourceView, ...]:
     return tuple(
-        ResourceView(name, "motor" if isinstance(r, Motor) else "base", r.is_moving(), power_of(r), tags.get(name, ""))
+        ResourceView(name, kind_of(r), r.is_moving(), power_of(r), tags.get(name, ""),
+                     available=r.available if isinstance(r, RemoteResource) else True,
+                     part=r.part.name if isinstance(r, RemoteResource) else "")
         for name, r in sorted(resources.items())
     )
+
+
+def kind_of(resource: Resource | RemoteResource) -> str:
+    if isinstance(resource, RemoteResource):
+        return resource.kind
+    return "motor" if isinstance(resource, Motor) else "base"

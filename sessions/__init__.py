@@ -6,7 +6,7 @@ Imports nothing of gRPC or GPIO: resources are things with a `name` and a `stop(
 from .context import from_context, session_context, to_context
 from .errors import ManagerClosed, NoSession, SessionError, SessionExpired, TooManySessions
 from .hooks import LoopHooks
-from .manager import MAX_SESSIONS, SessionManager
+from .manager import MAX_SESSIONS, Claim, SessionManager
 from .resource import CutPower, ForceOff, Stoppable
 from .session import NIL, Session, SessionEvent, session_tag
 from .stopping import STOP_TIMEOUT, StopReport
@@ -15,6 +15,7 @@ __all__ = [
     "MAX_SESSIONS",
     "NIL",
     "STOP_TIMEOUT",
+    "Claim",
     "CutPower",
     "ForceOff",
     "LoopHooks",

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from .context import from_context
@@ -25,6 +26,16 @@ from .stopping import STOP_TIMEOUT, StopPath, StopReport
 MAX_SESSIONS = 1024
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A monitored command's hold on a resource: who drove it (and its parts) before, to give it back on failure."""
+
+    name: str
+    names: tuple[str, ...]
+    session: Session | None
+    previous: dict[str, str | None]
 
 
 class SessionManager:
@@ -167,22 +178,39 @@ class SessionManager:
         expiry's stop may have come before the command set the outputs: stopping again afterwards closes that race
         (unless another session has taken the resource over).
         """
-        session = from_context()
-        names = (name, *self._parts.get(name, ()))
-        previous = self._claim(names, session)
+        claim = self.claim(name)
         try:
             result = command()
         except BaseException:
-            self._give_back(names, session, previous)
+            self.give_back(claim)
             raise
         finally:
-            if session is not None and session.ended is not None:
-                with self._lock:
-                    taken_over = self._last_user.get(name, session.id) != session.id
+            if self.ended_meanwhile(claim):
                 resource = self._stopper.resource(name)
-                if resource is not None and not taken_over:
+                if resource is not None:
                     resource.stop()
         return result
+
+    def claim(self, name: str) -> Claim:
+        """The first half of run_monitored, for a command that runs elsewhere (awaited, or on another machine):
+        the session in context becomes the last user of `name` and its parts; give_back() if the command fails,
+        and stop the resource if ended_meanwhile() says so once it is done."""
+        session = from_context()
+        names = (name, *self._parts.get(name, ()))
+        return Claim(name, names, session, self._claim(names, session))
+
+    def give_back(self, claim: Claim) -> None:
+        """The command of `claim` failed: its resources go back to whoever drove them before."""
+        self._give_back(claim.names, claim.session, claim.previous)
+
+    def ended_meanwhile(self, claim: Claim) -> bool:
+        """True if the claim's session ended while its command ran, and nobody else has taken the resource since:
+        the command may have set outputs after the session's stop, so it must be stopped again."""
+        session = claim.session
+        if session is None or session.ended is None:
+            return False
+        with self._lock:
+            return self._last_user.get(claim.name, session.id) == session.id
 
     def end(self, session_id: str, owner_id: str = "") -> StopReport | None:
         """Close a session now and stop its resources; None if it was unknown, foreign or already ended."""
@@ -195,6 +223,17 @@ class SessionManager:
         self._stopper.cut(report)
         self._stopper.dispatch(report)
         return report
+
+    def end_driving(self, names: Sequence[str], reason: str = "ended", detail: str = "") -> list[StopReport]:
+        """End now every session that drove any of `names` last (e.g. the resources of a sub-part that was lost) and
+        stop what each drove, as if it had expired; their clients get SESSION_EXPIRED and start afresh."""
+        now = self._clock()
+        wanted = set(names)
+        with self._lock:
+            ids = {sid for name, sid in self._last_user.items() if name in wanted}
+            reports = [self._retire(self._sessions[sid], reason, now, detail) for sid in ids if sid in self._sessions]
+        self._stopper.stop(reports)
+        return reports
 
     def set_limits(self, max_sessions: int, max_per_owner: int) -> None:
         """At most `max_sessions` live sessions, `max_per_owner` of them one owner's (live ones are kept)."""
@@ -313,7 +352,7 @@ class SessionManager:
             reports.append(self._retire(session, "expired", session.deadline))
         return reports
 
-    def _retire(self, session: Session, reason: str, deadline: float) -> StopReport:
+    def _retire(self, session: Session, reason: str, deadline: float, detail: str = "") -> StopReport:
         """End a session and take back its resources (caller holds the lock)."""
         session.ended = reason
         del self._sessions[session.id]
@@ -328,7 +367,8 @@ class SessionManager:
         whole = {n for n in owned if n in self._parts and set(self._parts[n]) <= set(owned)}
         covered = {p for n in whole for p in self._parts[n]}
         names = tuple(n for n in owned if n not in covered and (n not in self._parts or n in whole))
-        return StopReport(session, reason, deadline, names, tuple(n for n in owned if n in names or n in covered))
+        return StopReport(session, reason, deadline, names, tuple(n for n in owned if n in names or n in covered),
+                          detail=detail)
 
     def _run(self) -> None:
         hooks = self._hooks

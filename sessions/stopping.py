@@ -28,6 +28,7 @@ class StopReport:
     moving: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     cut_failed: dict[str, str] = field(default_factory=dict)  # cut_power() at the deadline raised
+    detail: str = ""  # why the session ended, when not its own expiry or close
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -138,5 +139,5 @@ class StopPath:
     def _finish(self, report: StopReport) -> None:
         s = report.session
         self._on_event(SessionEvent(report.reason, s.id, s.peer, s.window, report.stopped, tuple(report.moving),
-                                    report.latency))
+                                    report.latency, report.detail))
         report.done.set()

@@ -62,7 +62,9 @@ def test_sessions_lists_every_session_but_the_full_id_only_of_ones_own(daemon: S
     result = cli("sessions", "--address", address)
     assert result.returncode == 0, result.stderr
     assert "OWNER" in result.stdout and "left" in result.stdout and sid in result.stdout
-    (entry,) = json.loads(cli("sessions", "--address", address, "--json").stdout)
+    listed = json.loads(cli("sessions", "--address", address, "--json").stdout)
+    (entry,) = listed["sessions"]
+    assert listed["parts"] == []
     assert entry["id"] == sid and entry["owner"] == "127.0.0.1" and entry["resources"] == ["left"]
     beats.stop()
     assert not beats.errors

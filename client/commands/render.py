@@ -40,6 +40,11 @@ def resources_table(status: Status) -> list[str]:
     return table(("RESOURCE", "KIND", "STATE", "POWER", "SESSION"), rows)
 
 
+def parts_table(status: Status) -> list[str]:
+    rows = [(p.name, p.address, p.state, p.detail) for p in status.parts]
+    return table(("PART", "ADDRESS", "LINK", "DETAIL"), rows)
+
+
 def event_line(event: Event) -> str:
     """`12:03:04.123 expired  5f3a… from ipv4:…: stopped left (moving: left), 0.84 ms late`."""
     stamp = time.strftime("%H:%M:%S", time.localtime(event.unix_time)) + f".{int(event.unix_time * 1000) % 1000:03d}"

@@ -9,7 +9,7 @@ import time
 
 from ..status import RECONNECTED, RECONNECTING, Event, Status
 from .connecting import one_line_errors, open_client
-from .render import event_line, resources_table, seconds, sessions_table
+from .render import event_line, parts_table, resources_table, seconds, sessions_table
 
 NAME = "watch"
 HELP = "a live view: sessions, resources, expiries, as they happen"
@@ -31,10 +31,9 @@ def screen(address: str, status: Status | None, recent: collections.deque[Event]
         gpio = "up" if status.gpio_up else "DOWN"
         lines.append(f"GPIO {status.gpio_backend}: {gpio}; heartbeat window {seconds(status.heartbeat_window_seconds)}"
                      + (f"; MOTION REFUSED: {status.motion_refused}" if status.motion_refused else ""))
-        for part in status.parts:
-            lines.append(f"part {part.name} at {part.address}: {part.state}" + (f" ({part.detail})" if part.detail
-                                                                                 else ""))
         lines += ["", *sessions_table(status.sessions), "", *resources_table(status)]
+        if status.parts:
+            lines += ["", *parts_table(status)]
     lines += ["", "events:", *(event_line(e) for e in recent)]
     return "\n".join(lines)
 

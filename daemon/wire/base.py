@@ -13,6 +13,8 @@ from .status import Abort
 
 
 class BaseService(Servicer, base_pb2_grpc.BaseServiceServicer):
+    SERVICE = "viam.component.base.v1.BaseService"
+
     @handler
     async def MoveStraight(self, request: Any, context: Context) -> base_pb2.MoveStraightResponse:
         await self.monitored(request.name, WheeledBase, context,

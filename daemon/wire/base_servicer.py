@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from rover_safety.drivers import Motor, Resource, TimedMotion
+from rover_safety.parts import RemoteResource
 from rover_safety.sessions import Session, SessionManager, session_context
 
 from ..auth import Authenticator
 from ..events import EventHub
 from ..overview import Overview
+from . import forwarding
 from .calls import SESSION_METADATA_KEY, Caller, current_caller, peer_host
 from .quoting import brief
 from .status import Abort, status_of
@@ -41,9 +43,9 @@ class App(Protocol):
     def commands(self) -> Executor:
         """Where driver commands run, off the event loop (a GPIO write can block)."""
 
-    def resource(self, name: str) -> Resource | None: ...
+    def resource(self, name: str) -> Resource | RemoteResource | None: ...
 
-    def resources(self) -> dict[str, Resource]: ...
+    def resources(self) -> dict[str, Resource | RemoteResource]: ...
 
     def overview(self, viewer: str) -> Overview:
         """What an operator sees, with the full session ids only of `viewer`'s own sessions."""
@@ -72,6 +74,11 @@ def handler(method: Handler) -> Handler:
     @functools.wraps(method)
     async def wrapped(self: Servicer, request: Any, context: Context) -> Any:
         try:
+            if self.SERVICE:
+                resource = self.app.resource(getattr(request, "name", ""))
+                if isinstance(resource, RemoteResource):  # a sub-part's: the part does the work
+                    return await forwarding.forward(self, self.SERVICE, method.__name__, request, context,
+                                                    resource)
             return await method(self, request, context)
         except Exception as exc:
             failure = status_of(exc)
@@ -109,6 +116,8 @@ def heartbeat(sessions: SessionManager, session_id: str, context: Context) -> Se
 
 class Servicer:
     """Base of the services: the daemon, and the helpers every handler uses."""
+
+    SERVICE = ""  # the full name of a service whose calls name a resource, which may be a sub-part's
 
     def __init__(self, app: App) -> None:
         self.app = app

@@ -8,6 +8,7 @@ client's share is refused at once with RESOURCE_EXHAUSTED rather than queued beh
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import logging
@@ -101,6 +102,8 @@ class FrontDoor(Interceptor):
         self._connections = _Connections()
         limits = policy.limits
         self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
+        # Told of every call once it is answered: its method, status code and seconds since it arrived (metrics).
+        self.observer: Callable[[str, grpc.StatusCode, float], None] | None = None
 
     def apply(self, policy: Policy) -> None:
         """A reload's new policy: new keys and limits apply to the next call."""
@@ -196,28 +199,52 @@ class FrontDoor(Interceptor):
 
     def _wrap_unary(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def unary(request: Any, context: Context) -> Any:
-            caller = await self._admit(context, method, arrived)
-            self._in_flight[caller.owner] += 1
-            set_caller(caller)
+            code = grpc.StatusCode.UNKNOWN
             try:
-                return await behaviour(request, context)
+                caller = await self._admit(context, method, arrived)
+                self._in_flight[caller.owner] += 1
+                set_caller(caller)
+                try:
+                    result = await behaviour(request, context)
+                finally:
+                    self._release(caller.owner)
+                code = grpc.StatusCode.OK
+                return result
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
             finally:
-                self._release(caller.owner)
+                self._observe(method, context, code, arrived)
 
         return unary
 
     def _wrap_stream(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            caller = await self._admit(context, method, arrived)
-            self._in_flight[caller.owner] += 1
-            set_caller(caller)
+            code = grpc.StatusCode.UNKNOWN
             try:
-                async for message in behaviour(request, context):
-                    yield message
+                caller = await self._admit(context, method, arrived)
+                self._in_flight[caller.owner] += 1
+                set_caller(caller)
+                try:
+                    async for message in behaviour(request, context):
+                        yield message
+                finally:
+                    self._release(caller.owner)
+                code = grpc.StatusCode.OK
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
             finally:
-                self._release(caller.owner)
+                self._observe(method, context, code, arrived)
 
         return stream
+
+    def _observe(self, method: str, context: Context, code: grpc.StatusCode, arrived: float) -> None:
+        """Tell the observer how the call ended: the code it was aborted with, else OK, CANCELLED or UNKNOWN."""
+        observer = self.observer
+        if observer is not None:
+            aborted = context.code()
+            observer(method, aborted if isinstance(aborted, grpc.StatusCode) else code, time.monotonic() - arrived)
 
     def _release(self, owner: str) -> None:
         self._in_flight[owner] -= 1

@@ -13,6 +13,8 @@ from .status import Abort
 
 
 class MotorService(Servicer, motor_pb2_grpc.MotorServiceServicer):
+    SERVICE = "viam.component.motor.v1.MotorService"
+
     @handler
     async def SetPower(self, request: Any, context: Context) -> motor_pb2.SetPowerResponse:
         await self.monitored(request.name, Motor, context, lambda m: m.set_power(request.power_pct))

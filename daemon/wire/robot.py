@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from rover_safety.api import common_pb2, robot_pb2, robot_pb2_grpc
 from rover_safety.drivers import Motor
+from rover_safety.parts import RemoteResource
 
 from .base_servicer import Context, Servicer, caller_of, handler, heartbeat
 
@@ -19,7 +20,8 @@ class RobotService(Servicer, robot_pb2_grpc.RobotServiceServicer):
     async def ResourceNames(self, request: Any, context: Context) -> robot_pb2.ResourceNamesResponse:
         names = []
         for name, resource in sorted(self.app.resources().items()):
-            subtype = "motor" if isinstance(resource, Motor) else "base"
+            subtype = resource.kind if isinstance(resource, RemoteResource) else \
+                "motor" if isinstance(resource, Motor) else "base"
             names.append(common_pb2.ResourceName(namespace="rdk", type="component", subtype=subtype, name=name))
         return robot_pb2.ResourceNamesResponse(resources=names)
 
