@@ -145,14 +145,15 @@ class LineBudget:
         self._held: dict[str, tuple[str, int]] = {}  # client -> (what, how many)
         self._timer: threading.Timer | None = None
 
-    def admit(self, client: str, what: str) -> bool:
-        """Whether this client's next line may be written; if not, it is counted under `what`."""
+    def admit(self, client: str, what: str, *, always: bool = False) -> bool:
+        """Whether this client's next line may be written; if not, it is counted under `what`. An `always` line
+        is written whatever the budget (it still uses some of it)."""
         now = self._clock()
         with self._lock:
             start, lines = self._windows.pop(client, (now, 0))
             if now - start >= 1.0:
                 start, lines = now, 0
-            allowed = lines < self.per_second
+            allowed = always or lines < self.per_second
             self._windows[client] = (start, lines + 1)
             while len(self._windows) > 4096:
                 self._windows.popitem(last=False)
@@ -182,7 +183,7 @@ def session_event(event: SessionEvent) -> None:
     level, message, fields = describe(event)
     evidence = event.kind in ALWAYS_LOGGED or (event.kind == "expired" and bool(event.moving))
     client = event.peer.rpartition(":")[0] or event.peer
-    if budget.admit(client, "session events") or evidence:
+    if budget.admit(client, "session events", always=evidence):
         log.log(level, message, extra=fields)
 
 
