@@ -174,8 +174,8 @@ class Daemon:
         log.info(
             "rover-safety listening on %s (%s; pins: %s%s), heartbeat window %s, resources: %s",
             cfg.bind_address.rsplit(":", 1)[0] + f":{self.port}",
-            ("TLS" if cfg.tls else "plain text") + (f", {len(cfg.api_keys)} API keys" if cfg.api_keys else
-                                                    ", no API keys"),
+            ("TLS" if cfg.tls else "plain text") + (f", API keys: {', '.join(k.id for k in cfg.api_keys)}"
+                                                    if cfg.api_keys else ", no API keys"),
             cfg.pin_factory,
             ", simulated" if self.simulate else "",
             format_duration(cfg.heartbeat_window),
