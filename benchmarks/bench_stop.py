@@ -14,9 +14,11 @@ One run (about 45 s) measures, on this machine:
    wait at the same moments, one at normal priority and one SCHED_FIFO like the deadline thread: what the loaded
    machine costs any timer, as against what is lost inside the daemon's process (the GIL).
 2. heartbeats/s against the floor: the same clients send SendSessionHeartbeat to their 100 sessions, and the same
-   request bytes to a trivial grpcio echo service in this process (same server model: grpc.server +
-   ThreadPoolExecutor(32), no serializers), as fast as they can, in alternating 250 ms slots for 2 x 5 s, so that
-   whatever else runs on the machine weighs on both alike. False expiries (sessions that expired although their
+   request bytes to a trivial echo service in this process, as fast as they can, in alternating 250 ms slots for
+   2 x 5 s, so that whatever else runs on the machine weighs on both alike. The echo is served the way the daemon
+   serves (a grpc.aio server on an event-loop thread of its own, set up like the daemon's, no serializers): the
+   daemon answers heartbeats on its loop and runs motion commands on its command threads, so the floor is what that
+   model costs with no work behind it. False expiries (sessions that expired although their
    client kept heartbeating) are counted over the whole run by the daemon's session manager and by the clients.
 3. idle cost of `rover-safety serve --simulate` in its own process: CPU time and context switches over 5 s.
 
@@ -45,15 +47,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import grpc
 from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
-from rover_safety.sessions import from_context
+from rover_safety.sessions import SessionManager, StopReport, from_context
+
+if TYPE_CHECKING:  # the client processes import this module: they need none of the daemon
+    from rover_safety.daemon.app import Daemon
+    from rover_safety.daemon.serving import EventLoopThread
 
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
 HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"
@@ -61,7 +68,6 @@ SET_POWER = "/viam.component.motor.v1.MotorService/SetPower"
 CLOSE_SESSION = "/rover_safety.v1.SafetyService/CloseSession"
 ECHO_SERVICE = "bench.Echo"
 ECHO = f"/{ECHO_SERVICE}/Call"
-SERVER_WORKERS = 32  # the daemon's GRPC_WORKERS
 MOTORS = 14  # dir+pwm: two pins each, BCM 0..27
 POWER = 0.6
 
@@ -297,12 +303,13 @@ class TimedCondition(threading.Condition):
 
     def _acquire_restore(self, state: Any) -> None:
         self.returned = time.monotonic()  # the timed wait is over and this thread runs Python again: it holds the GIL
-        super()._acquire_restore(state)  # type: ignore[misc]
+        base: Any = super()  # Condition._acquire_restore is CPython's, unknown to typeshed
+        base._acquire_restore(state)
 
 
 @dataclass
 class Expiry:
-    report: Any  # the manager's StopReport: deadline, and off_at once its stop thread's stop() has returned
+    report: StopReport  # the deadline, and off_at once its stop thread's stop() has returned
     woke: float  # the deadline loop's clock reading in the pass that expired it
     wait_returned: float  # when the last wait of the deadline loop before that pass returned
     batch: int  # how many sessions that pass expired
@@ -347,7 +354,7 @@ class Probe:
         else:
             self.gc.append((self._gc_began, time.monotonic(), info["generation"]))
 
-    def install(self, manager: Any) -> None:
+    def install(self, manager: SessionManager) -> None:
         gc.callbacks.append(self.on_gc)
         self._deadline_thread = manager._thread
         collect_due = manager._collect_due
@@ -356,13 +363,13 @@ class Probe:
             old, manager._wake = manager._wake, condition
             old.notify_all()
 
-        def collect_due_probe(now: float) -> Any:
+        def collect_due_probe(now: float) -> list[StopReport]:
             reports = collect_due(now)
             for report in reports:
                 self.expiries[report.session.id] = Expiry(report, now, condition.returned, len(reports))
             return reports
 
-        setattr(manager, "_collect_due", collect_due_probe)  # noqa: B010 - an instance attribute shadows the method
+        mock.patch.object(manager, "_collect_due", collect_due_probe).start()  # on this instance, for good
 
 
 def _policy(tid: int | None) -> str:
@@ -386,17 +393,33 @@ def _config_text(window: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _echo_server() -> tuple[grpc.Server, int]:
-    def call(request: bytes, context: grpc.ServicerContext) -> bytes:
-        return b""
+class EchoFloor:
+    """A trivial echo service (bytes in, nothing out) served as the daemon serves: a grpc.aio server on an event-loop
+    thread of its own, set up by the daemon's own EventLoopThread and serving_thread."""
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=SERVER_WORKERS, thread_name_prefix="echo"),
-                         options=[("grpc.so_reuseport", 0)])
-    handler = grpc.unary_unary_rpc_method_handler(call, None, None)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {"Call": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
+    def __init__(self) -> None:
+        from rover_safety.daemon.realtime import serving_thread
+        from rover_safety.daemon.serving import EventLoopThread
+
+        self._loop: EventLoopThread = EventLoopThread("echo", setup=serving_thread)
+        self._server, self.port = self._loop.call(self._start(), timeout=10)
+
+    @staticmethod
+    async def _start() -> tuple[grpc.aio.Server, int]:
+        async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            return b""
+
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        handler = grpc.unary_unary_rpc_method_handler(call, None, None)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, {"Call": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.call(self._server.stop(None), timeout=5)
+        self._loop.stop()
 
 
 # --- idle cost ---------------------------------------------------------------------------------------------------
@@ -524,7 +547,7 @@ def _machine() -> list[str]:
     ]
 
 
-# --- the run -----------------------------------------------------------------------------------------------------
+# --- the run: set-up, three phases, their analysis, the report ---------------------------------------------------
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -555,6 +578,171 @@ class Options:
     idle_seconds: float
 
 
+@dataclass(frozen=True)
+class SlotCounts:
+    """One closed-loop run of the heartbeat clients in time slots: calls counted per slot, failures, the load."""
+
+    per_slot: list[int]
+    failed: int
+    load: Share
+
+
+class Bench:
+    """The set-up: the daemon as shipped in this process (its operator log to a file, probes on its session manager
+    and pins), the echo floor, and the client processes (heartbeat clients, expiry lanes, timer witnesses), started
+    and ready. Used as a context manager: everything is stopped at the end, whatever happened."""
+
+    def __init__(self, opts: Options, config_path: Path, machine: Load) -> None:
+        self.opts, self.config_path, self.machine = opts, config_path, machine
+        self.cycles = math.ceil(opts.expiries / MOTORS)  # expiries per lane
+        self.probe = Probe()
+        self.pwm_pin: dict[str, int] = {}  # motor -> its PWM pin
+        self.procs: list[BaseProcess] = []
+        self.heartbeats: list[Connection] = []
+        self.lanes: list[Connection] = []
+        self.witnesses: list[Connection] = []
+        self._daemon: Daemon | None = None
+        self._echo: EchoFloor | None = None
+
+    @property
+    def daemon(self) -> Daemon:
+        assert self._daemon is not None, "the bench has not started"
+        return self._daemon
+
+    def __enter__(self) -> Bench:
+        try:
+            self._start_daemon()
+            self._echo = EchoFloor()
+            self._start_clients(f"127.0.0.1:{self.daemon.port}", f"127.0.0.1:{self._echo.port}")
+            self.slots(["echo"], 0.5, 1)  # warm up the echo channels (the daemon's are warmed by the sessions' start)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _start_daemon(self) -> None:
+        from rover_safety.config import load
+        from rover_safety.daemon.app import Daemon
+
+        log = logging.getLogger("rover-safety")  # its operator log to a file: as costly as a terminal, and quiet
+        handler = logging.FileHandler(self.config_path.parent / "daemon.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
+        log.handlers[:] = [handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        self._daemon = Daemon(load(self.config_path), config_path=str(self.config_path),
+                              on_pin_change=self.probe.on_pin_change)
+        self._daemon.start()
+        assert self._daemon.rig is not None
+        for motor in self._daemon.rig.motors.values():
+            for output in motor._outputs:
+                self.probe.pins[output.bcm] = output.device.pin
+                if output.pwm:
+                    self.pwm_pin[motor.name] = output.bcm
+        self.probe.install(self._daemon.sessions)
+
+    def _start_clients(self, daemon_addr: str, echo_addr: str) -> None:
+        opts = self.opts
+        ctx = mp.get_context("spawn")
+
+        def spawn(target: Callable[..., None], name: str, *args: Any) -> Connection:
+            here, there = ctx.Pipe()
+            self.procs.append(ctx.Process(target=target, args=(*args, there), name=name, daemon=True))
+            return here
+
+        per_proc = [opts.sessions // opts.heartbeat_procs + (k < opts.sessions % opts.heartbeat_procs)
+                    for k in range(opts.heartbeat_procs)]
+        for k in range(opts.heartbeat_procs):
+            self.heartbeats.append(spawn(heartbeat_client, f"heartbeat-{k}", daemon_addr, echo_addr, per_proc[k],
+                                         opts.window))
+        motors = [f"m{k:02d}" for k in range(MOTORS)]
+        for k in range(opts.lane_procs):
+            lanes = [(m, i / MOTORS * opts.window) for i, m in enumerate(motors) if i % opts.lane_procs == k]
+            self.lanes.append(spawn(expiry_client, f"lanes-{k}", daemon_addr, lanes, self.cycles, opts.window, k))
+        for realtime in (False, True):
+            self.witnesses.append(spawn(timer_witness, f"witness-{realtime}", realtime))
+        for proc in self.procs:
+            proc.start()
+            assert proc.pid is not None
+            self.machine.pids.append(proc.pid)
+        for conn in self.heartbeats + self.lanes:
+            if not conn.poll(60):
+                raise RuntimeError("a client process did not start")
+            conn.recv()
+
+    def slots(self, targets: list[str], slot: float, slots: int) -> SlotCounts:
+        """Every heartbeat client calls `targets` in turn ("daemon": heartbeats, "echo": the floor), one per slot of
+        `slot` s, for `slots` slots."""
+        begin = time.monotonic() + 0.2
+        for conn in self.heartbeats:
+            conn.send(("run", targets, begin, slot, slots, self.opts.threads))
+        time.sleep(max(0.0, begin - time.monotonic()))
+        a = self.machine.sample()
+        results = [conn.recv() for conn in self.heartbeats]
+        load = self.machine.between(a, self.machine.sample())
+        return SlotCounts([sum(r[0][s] for r in results) for s in range(slots)], sum(r[1] for r in results), load)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        if self._echo is not None:
+            self._echo.stop()
+        if self._daemon is not None:
+            self._daemon.shutdown()
+
+
+# --- phase 1: stop latency ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopLatencyRun:
+    """What phase 1 collected: each lane session's SetPower, the witnesses' timer lateness, the heartbeated
+    sessions (none may expire), the machine's load, when the phase ran, and how the stop path's threads ran."""
+
+    records: list[LaneRecord]
+    witnesses: list[tuple[str, list[float]]]  # (scheduling policy, lateness of each wait)
+    heartbeat_ids: set[str]
+    load: Share
+    span: tuple[float, float]  # monotonic
+    deadline_policy: str
+    stop_threads: Counter[str]  # scheduling policy -> stop threads running it
+
+
+def stop_latency_phase(bench: Bench) -> StopLatencyRun:
+    """The heartbeat clients start their sessions and pace them at window/5; then each lane drives its motor in a new
+    session and goes silent, cycle after cycle, while the witnesses time waits of their own."""
+    opts, machine = bench.opts, bench.machine
+    print(f"stop latency: {opts.sessions} heartbeating sessions, {bench.cycles * MOTORS} expiries ...", flush=True)
+    heartbeat_ids: set[str] = set()
+    for conn in bench.heartbeats:
+        conn.send(("start",))
+    for conn in bench.heartbeats:
+        heartbeat_ids.update(conn.recv())
+    time.sleep(2 * opts.window)  # every pacer in its rhythm
+    begin = time.monotonic() + 0.2
+    for conn in bench.lanes:
+        conn.send(("run", begin))
+    for conn in bench.witnesses:
+        conn.send(("run", begin + bench.cycles * (opts.window + 0.3)))  # about as long as the lanes run
+    a = machine.sample()
+    records: list[LaneRecord] = []
+    for conn in bench.lanes:
+        records += conn.recv()
+        conn.send(("exit",))
+    time.sleep(opts.window + 0.5)  # the last sessions lapse and stop
+    witnesses: list[tuple[str, list[float]]] = [conn.recv() for conn in bench.witnesses]
+    load = machine.between(a, machine.sample())
+    span = (a[0], time.monotonic())
+    stop_threads = Counter(_policy(t.native_id) for t in threading.enumerate() if t.name.startswith("stop_"))
+    deadline_policy = _policy(getattr(bench.daemon.sessions._thread, "native_id", None))
+    return StopLatencyRun(records, witnesses, heartbeat_ids, load, span, deadline_policy, stop_threads)
+
+
 @dataclass
 class Measured:
     """One expiry, deadline to duty 0 at the pin, by stage (NaN where the loop did not wait for this deadline)."""
@@ -579,297 +767,316 @@ STAGES = (
 )
 
 
-def run(opts: Options) -> int:
-    from rover_safety.config import load
-    from rover_safety.daemon.app import Daemon
+@dataclass
+class Expiries:
+    """Phase 1's lane sessions matched with what the probes saw: the measured expiries, and why others were not."""
 
-    started = time.monotonic()
-    missed: list[str] = []
-    notes: list[str] = []
-    lines = ["command: python benchmarks/bench_stop.py " + " ".join(sys.argv[1:]), *_machine()]
-    print("\n".join(lines), flush=True)
-    machine = Load()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-stop-"))
-    config_path = tmp / "bench.yaml"
-    config_path.write_text(_config_text(opts.window))
+    measured: list[Measured] = field(default_factory=list)
+    writers: Counter[str] = field(default_factory=Counter)  # who wrote the duty 0
+    early: int = 0  # stopped before the deadline
+    never_expired: int = 0
+    unmeasured: int = 0  # no SetPower then duty 0 on the pin
+    lane_errors: int = 0
+    wrong_deadline: int = 0  # measured, but the deadline is not one window after the SetPower
+    gc: list[tuple[float, float, int]] = field(default_factory=list)  # the phase's collections: start, end, gen.
+    batches: Counter[int] = field(default_factory=Counter)  # sessions expired per deadline-loop pass
 
-    # 3. idle first, while nothing else of ours runs
-    print("idle cost ...", flush=True)
-    a = machine.sample()
-    idle = measure_idle(config_path, opts.idle_seconds)
-    idle_load = machine.between(a, machine.sample())
+    @property
+    def latency(self) -> list[float]:
+        return [m.latency for m in self.measured]
 
-    # the daemon as shipped, its operator log going to a file (as costly as a terminal, and quiet)
-    log = logging.getLogger("rover-safety")
-    handler = logging.FileHandler(tmp / "daemon.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    probe = Probe()
-    daemon = Daemon(load(config_path), config_path=str(config_path), on_pin_change=probe.on_pin_change)
-    daemon.start()
-    assert daemon.rig is not None
-    pwm_pin: dict[str, int] = {}
-    for motor in daemon.rig.motors.values():
-        for output in motor._outputs:
-            probe.pins[output.bcm] = output.device.pin
-            if output.pwm:
-                pwm_pin[motor.name] = output.bcm
-    probe.install(daemon.sessions)
-    echo, echo_port = _echo_server()
-    daemon_addr, echo_addr = f"127.0.0.1:{daemon.port}", f"127.0.0.1:{echo_port}"
+    def clean(self) -> bool:
+        return not (self.unmeasured or self.never_expired or self.lane_errors or self.wrong_deadline)
 
-    ctx = mp.get_context("spawn")
-    procs: list[Any] = []
-    hb_conns: list[Connection] = []
-    lane_conns: list[Connection] = []
-    witness_conns: list[Connection] = []
-    per_proc = [opts.sessions // opts.heartbeat_procs + (k < opts.sessions % opts.heartbeat_procs)
-                for k in range(opts.heartbeat_procs)]
-    motors = [f"m{k:02d}" for k in range(MOTORS)]
-    cycles = math.ceil(opts.expiries / MOTORS)
-    loads: dict[str, Share] = {}
 
-    def spawn(target: Callable[..., None], name: str, *args: Any) -> Connection:
-        here, there = ctx.Pipe()
-        procs.append(ctx.Process(target=target, args=(*args, there), name=name, daemon=True))
-        return here
-
-    try:
-        for k in range(opts.heartbeat_procs):
-            hb_conns.append(spawn(heartbeat_client, f"heartbeat-{k}", daemon_addr, echo_addr, per_proc[k],
-                                  opts.window))
-        for k in range(opts.lane_procs):
-            lanes = [(m, i / MOTORS * opts.window) for i, m in enumerate(motors) if i % opts.lane_procs == k]
-            lane_conns.append(spawn(expiry_client, f"lanes-{k}", daemon_addr, lanes, cycles, opts.window, k))
-        for realtime in (False, True):
-            witness_conns.append(spawn(timer_witness, f"witness-{realtime}", realtime))
-        for proc in procs:
-            proc.start()
-            machine.pids.append(proc.pid)
-        for conn in hb_conns + lane_conns:
-            if not conn.poll(60):
-                raise RuntimeError("a client process did not start")
-            conn.recv()
-
-        def slots_of(targets: list[str], slot: float, slots: int) -> tuple[list[int], int, Share]:
-            """Every heartbeat client calls `targets` in turn, one per slot: the calls counted per slot, the failures
-            and the machine's load meanwhile."""
-            begin = time.monotonic() + 0.2
-            for conn in hb_conns:
-                conn.send(("run", targets, begin, slot, slots, opts.threads))
-            time.sleep(max(0.0, begin - time.monotonic()))
-            a = machine.sample()
-            results = [conn.recv() for conn in hb_conns]
-            share = machine.between(a, machine.sample())
-            return [sum(r[0][s] for r in results) for s in range(slots)], sum(r[1] for r in results), share
-
-        slots_of(["echo"], 0.5, 1)  # warm up the echo channels (the daemon's are warmed by the sessions' start)
-
-        # 1. stop latency under 100 heartbeating sessions
-        print(f"stop latency: {opts.sessions} heartbeating sessions, {cycles * MOTORS} expiries ...", flush=True)
-        hb_ids: set[str] = set()
-        for conn in hb_conns:
-            conn.send(("start",))
-        for conn in hb_conns:
-            hb_ids.update(conn.recv())
-        time.sleep(2 * opts.window)  # every pacer in its rhythm
-        begin = time.monotonic() + 0.2
-        for conn in lane_conns:
-            conn.send(("run", begin))
-        for conn in witness_conns:
-            conn.send(("run", begin + cycles * (opts.window + 0.3)))  # about as long as the lanes run
-        a = machine.sample()
-        records: list[LaneRecord] = []
-        for conn in lane_conns:
-            records += conn.recv()
-            conn.send(("exit",))
-        time.sleep(opts.window + 0.5)  # the last sessions lapse and stop
-        witnesses: list[tuple[str, list[float]]] = [conn.recv() for conn in witness_conns]
-        loads["stop latency"] = machine.between(a, machine.sample())
-        phase = (a[0], time.monotonic())
-        stop_threads = Counter(_policy(t.native_id) for t in threading.enumerate() if t.name.startswith("stop_"))
-        deadline_policy = _policy(getattr(daemon.sessions._thread, "native_id", None))
-
-        # 2. heartbeats against the floor, interleaved in short slots so that other load weighs on both alike
-        print("heartbeats/s against the floor, interleaved ...", flush=True)
-        slot = min(0.25, opts.window / 4)
-        slots = 2 * max(1, round(opts.seconds / slot))
-        per_slot, interleaved_failed, loads["interleaved"] = slots_of(["daemon", "echo"], slot, slots)
-        time.sleep(0.3)
-        for conn in hb_conns:
-            conn.send(("close",))
-        client_stats = [conn.recv() for conn in hb_conns]
-        for conn in hb_conns:
-            conn.send(("exit",))
-
-        # what a full garbage collection costs in this process now (the daemon froze what start-up left)
-        tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()
-        full_gc = []
-        for _ in range(5):
-            began = time.perf_counter()
-            gc.collect()
-            full_gc.append(time.perf_counter() - began)
-    finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        echo.stop(grace=None)
-        daemon.shutdown()
-
-    # --- analysis ---------------------------------------------------------------------------------------------
+def analyse_expiries(run: StopLatencyRun, probe: Probe, pwm_pin: dict[str, int], window: float) -> Expiries:
+    """For each lane session: its expiry as the session manager reported it, and the first duty 0 on its motor's
+    PWM pin after its own SetPower; latency is that pin's change time minus the deadline, split into stages."""
     by_pin: dict[int, list[PinEvent]] = {}
     for event in sorted(probe.events, key=lambda e: e.at):
         by_pin.setdefault(event.bcm, []).append(event)
-    measured: list[Measured] = []
-    writers: Counter[str] = Counter()
-    early, never_expired, unmeasured, lane_errors, wrong_deadline = 0, 0, 0, 0, 0
-    for record in records:
+    found = Expiries(gc=[(b, e, g) for b, e, g in probe.gc if run.span[0] <= b <= run.span[1]],
+                     batches=Counter(e.batch for e in probe.expiries.values()))
+    for record in run.records:
         if record.error or not record.session_id:
-            lane_errors += 1
+            found.lane_errors += 1
             continue
         expiry = probe.expiries.get(record.session_id)
         if expiry is None:
-            never_expired += 1
+            found.never_expired += 1
             continue
         deadline = expiry.report.deadline
-        if not record.sent - 0.001 <= deadline - opts.window <= record.answered + 0.001:
-            wrong_deadline += 1  # the deadline is not one window after this session's SetPower
+        if not record.sent - 0.001 <= deadline - window <= record.answered + 0.001:
+            found.wrong_deadline += 1  # the deadline is not one window after this session's SetPower
         events = by_pin.get(pwm_pin[record.motor], [])
         on = next((e for e in events if e.writer == "command" and e.session_id == record.session_id and e.value), None)
         off = next((e for e in events if on is not None and e.at >= on.at and e.value == 0), None)
         if off is None:
-            unmeasured += 1
+            found.unmeasured += 1
             continue
         if off.at < deadline:  # any duty 0 on this motor between its SetPower and the deadline is an early stop
-            early += 1
+            found.early += 1
             continue
-        writers[off.writer] += 1
-        waited = expiry.wait_returned
-        if not deadline <= waited <= expiry.woke:  # the loop did not wait for this deadline: it was busy
-            waited = math.nan
-        finished = expiry.report.latency
-        measured.append(Measured(
-            latency=off.at - deadline,
-            returned=waited - deadline,
-            expired=expiry.woke - waited,
-            woke=expiry.woke - deadline,
-            cut=off.at - expiry.woke,
-            finished=math.nan if finished is None else finished,
-            deadline=deadline,
-        ))
-    latency = [m.latency for m in measured]
-    phase_gc = [(b, e, g) for b, e, g in probe.gc if phase[0] <= b <= phase[1]]
-    for m in measured:
-        m.gc = sum(min(e, m.deadline + m.latency) - max(b, m.deadline) for b, e, _ in phase_gc
+        found.writers[off.writer] += 1
+        found.measured.append(_stages(expiry, off.at, deadline))
+    for m in found.measured:
+        m.gc = sum(min(e, m.deadline + m.latency) - max(b, m.deadline) for b, e, _ in found.gc
                    if b < m.deadline + m.latency and e > m.deadline) * 1000
-    false_server = sum(1 for sid in hb_ids if sid in probe.expiries)
-    false_client = sum(s["expired"] for s in client_stats)
-    max_gap = max((s["max_gap"] for s in client_stats), default=0.0)
-    batches = Counter(e.batch for e in probe.expiries.values())
+    return found
 
-    def load_text(phase: str) -> str:
-        share = loads[phase]
+
+def _stages(expiry: Expiry, off: float, deadline: float) -> Measured:
+    waited = expiry.wait_returned
+    if not deadline <= waited <= expiry.woke:  # the loop did not wait for this deadline: it was busy
+        waited = math.nan
+    finished = expiry.report.latency
+    return Measured(
+        latency=off - deadline,
+        returned=waited - deadline,
+        expired=expiry.woke - waited,
+        woke=expiry.woke - deadline,
+        cut=off - expiry.woke,
+        finished=math.nan if finished is None else finished,
+        deadline=deadline,
+    )
+
+
+# --- phase 2: heartbeats against the floor -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatRun:
+    """Phase 2: heartbeats and echo calls in alternating slots, and the clients' own heartbeat bookkeeping."""
+
+    slot: float
+    slots: int
+    counts: SlotCounts
+    client_stats: list[dict[str, Any]]  # per client process: max_gap, expired, errors
+
+    @property
+    def span(self) -> float:
+        """Seconds of slots each target had."""
+        return self.slots // 2 * self.slot
+
+    @property
+    def heartbeat_rate(self) -> float:
+        return sum(self.counts.per_slot[0::2]) / self.span
+
+    @property
+    def echo_rate(self) -> float:
+        return sum(self.counts.per_slot[1::2]) / self.span
+
+
+def heartbeat_phase(bench: Bench) -> HeartbeatRun:
+    """The same clients call SendSessionHeartbeat on their sessions and the echo floor with the same bytes, as fast as
+    they can, in alternating short slots so that other load on the machine weighs on both alike; then they close
+    their sessions and report their heartbeat gaps and refusals."""
+    print("heartbeats/s against the floor, interleaved ...", flush=True)
+    slot = min(0.25, bench.opts.window / 4)
+    slots = 2 * max(1, round(bench.opts.seconds / slot))
+    counts = bench.slots(["daemon", "echo"], slot, slots)
+    time.sleep(0.3)
+    for conn in bench.heartbeats:
+        conn.send(("close",))
+    client_stats = [conn.recv() for conn in bench.heartbeats]
+    for conn in bench.heartbeats:
+        conn.send(("exit",))
+    return HeartbeatRun(slot, slots, counts, client_stats)
+
+
+@dataclass(frozen=True)
+class FullGc:
+    """What a full garbage collection costs in this process now (the daemon froze what its start-up left)."""
+
+    tracked: int
+    frozen: int
+    seconds: list[float]
+
+    @classmethod
+    def measure(cls, times: int = 5) -> FullGc:
+        tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()
+        seconds = []
+        for _ in range(times):
+            began = time.perf_counter()
+            gc.collect()
+            seconds.append(time.perf_counter() - began)
+        return cls(tracked, frozen, seconds)
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+
+
+class Report:
+    """The printed report: its lines, notes on what disturbed the figures, and each target missed."""
+
+    def __init__(self, header: list[str]) -> None:
+        self.lines = ["", "=" * 110, *header]
+        self.notes: list[str] = []
+        self.missed: list[str] = []
+
+    def load(self, phase: str, share: Share) -> str:
+        """The machine's load during a phase, noting when other processes disturbed it."""
         if share.others > 0.10 or share.steal > 0.05:
-            notes.append(f"other processes used {share.others:.0%} of the machine (hypervisor steal "
-                         f"{share.steal:.0%}) during '{phase}': its figures are disturbed")
+            self.notes.append(f"other processes used {share.others:.0%} of the machine (hypervisor steal "
+                              f"{share.steal:.0%}) during '{phase}': its figures are disturbed")
         return share.text()
 
-    out = ["", "=" * 110, *lines,
-           f"setup:   {MOTORS} motors (dir+pwm) on mock PWM pins; heartbeat window {opts.window * 1000:g} ms; "
-           f"{opts.sessions} sessions in {opts.heartbeat_procs} client processes, each heartbeated every "
-           f"{opts.window / 5 * 1000:g} ms; {MOTORS} expiry lanes in {opts.lane_procs} processes",
-           f"         the daemon as shipped, in this process (probes on its session manager and pins), gRPC "
-           f"ThreadPoolExecutor({SERVER_WORKERS}); deadline thread {deadline_policy}, stop threads "
-           + (", ".join(f"{n} x {p}" for p, n in stop_threads.items()) or "none started"),
-           "-" * 110]
-    if not deadline_policy.startswith("SCHED_FIFO"):
-        notes.append(f"the deadline thread ran {deadline_policy}, not SCHED_FIFO: this process may not raise "
-                     "its priority (run as root, or with an RLIMIT_RTPRIO like the unit's LimitRTPRIO=20)")
+    def setup(self, opts: Options, bench: Bench, run: StopLatencyRun) -> None:
+        from rover_safety.daemon.app import COMMAND_THREADS
 
-    n = len(measured)
-    out.append(f"1. stop latency, deadline -> PWM duty 0 at the mock pin: {n} expiries; " + load_text("stop latency"))
-    if n:
-        out.append(f"   p50 {ms(pct(latency, 0.5))} ms   p99 {ms(pct(latency, 0.99))} ms   max {ms(max(latency))} ms"
-                   f"   (min {ms(min(latency))}, mean {ms(sum(latency) / n)})   target p99 <= {TARGET_P99_MS:g} ms, "
-                   f"max <= {TARGET_MAX_MS:g} ms")
-    out.append(f"   stops before the deadline: {early} (target 0)   duty 0 written by: "
-               + (", ".join(f"{w} {c}" for w, c in writers.items()) or "nobody")
-               + f"   not measured: {unmeasured} without SetPower then duty 0, {never_expired} never expired, "
-               f"{lane_errors} lane RPC errors, {wrong_deadline} deadlines != SetPower + window")
-    out.append(f"   sessions expired per deadline-loop pass: {dict(sorted(batches.items()))}")
-    pauses = [e - b for b, e, _ in phase_gc]
-    hit = [m for m in measured if m.gc > 0]
-    out.append(f"   garbage collections in the daemon's process meanwhile: {len(pauses)} ("
-               f"{sum(g == 2 for _, _, g in phase_gc)} full), pause p50 {ms(pct(pauses, 0.5))} / max "
-               f"{ms(max(pauses, default=0.0))} ms; expiries with a collection inside deadline -> duty 0: {len(hit)}"
-               + (f" (their latency max {ms(max(m.latency for m in hit))} ms)" if hit else ""))
-    out.append(f"   a full collection of this process now: {ms(pct(full_gc, 0.5))} ms (median of 5, max "
-               f"{ms(max(full_gc))}); {tracked} objects tracked, {frozen} frozen by the daemon's start")
-    out.append(f"   {'stage (ms)':<50}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
-    for policy, lateness in witnesses:
-        out.append(f"   {f'witness in its own process, {policy}':<50}{_spread(lateness)}")
-    for key, label in STAGES:
-        values = [v for m in measured if not math.isnan(v := getattr(m, key))]
-        if values:
-            out.append(f"   {label:<50}{_spread(values)}")
-    worst = sorted(measured, key=lambda m: -m.latency)[:3]
-    out.append("   worst: " + " | ".join(
-        f"{ms(m.latency)} = expired {ms(m.woke)} (wait returned {ms(m.returned)}) + cut {ms(m.cut)}"
-        + (f" [gc {m.gc:.3f} inside]" if m.gc else "") for m in worst))
-    if not n:
-        missed.append("stop latency: no expiry measured")
-    else:
-        if pct(latency, 0.99) > TARGET_P99_MS / 1000:
-            missed.append(f"stop latency p99 {ms(pct(latency, 0.99))} ms > {TARGET_P99_MS:g} ms")
-        if max(latency) > TARGET_MAX_MS / 1000:
-            missed.append(f"stop latency max {ms(max(latency))} ms > {TARGET_MAX_MS:g} ms")
-        if n < 200:
-            missed.append(f"only {n} expiries measured (< 200)")
-    if early:
-        missed.append(f"{early} stops before the deadline (must be 0)")
-    if unmeasured or never_expired or lane_errors or wrong_deadline:
-        missed.append("stop latency: some lane sessions were not measured cleanly (see the counts above)")
+        serving = bench.daemon.serving
+        serve_nice = _nice(serving.thread.native_id) if serving is not None else "not running"
+        self.lines += [
+            f"setup:   {MOTORS} motors (dir+pwm) on mock PWM pins; heartbeat window {opts.window * 1000:g} ms; "
+            f"{opts.sessions} sessions in {opts.heartbeat_procs} client processes, each heartbeated every "
+            f"{opts.window / 5 * 1000:g} ms; {MOTORS} expiry lanes in {opts.lane_procs} processes",
+            f"         the daemon as shipped, in this process (probes on its session manager and pins), gRPC on "
+            f"grpc.aio on its own event-loop thread ({serve_nice}), motion commands on {COMMAND_THREADS} command "
+            f"threads; deadline thread {run.deadline_policy}, stop threads "
+            + (", ".join(f"{n} x {p}" for p, n in run.stop_threads.items()) or "none started"),
+            "-" * 110]
+        if not run.deadline_policy.startswith("SCHED_FIFO"):
+            self.notes.append(f"the deadline thread ran {run.deadline_policy}, not SCHED_FIFO: this process may not "
+                              "raise its priority (run as root, or with an RLIMIT_RTPRIO like the unit's "
+                              "LimitRTPRIO=20)")
 
-    span = slots // 2 * slot
-    hb_rate, echo_rate = sum(per_slot[0::2]) / span, sum(per_slot[1::2]) / span
-    share = hb_rate / echo_rate if echo_rate else 0.0
-    out += ["-" * 110,
-            f"2. heartbeats against the floor (a trivial grpcio echo: same server model, clients and request bytes), "
-            f"{slot * 1000:g} ms slots in turn, {span:g} s each, from {opts.heartbeat_procs} processes x "
-            f"{opts.threads} threads: echo {echo_rate:,.0f}/s, heartbeats {hb_rate:,.0f}/s ({interleaved_failed} "
-            "failed); " + load_text("interleaved"),
+    def stop_latency(self, run: StopLatencyRun, found: Expiries, full_gc: FullGc) -> None:
+        latency, n = found.latency, len(found.measured)
+        out = self.lines
+        out.append(f"1. stop latency, deadline -> PWM duty 0 at the mock pin: {n} expiries; "
+                   + self.load("stop latency", run.load))
+        if n:
+            out.append(f"   p50 {ms(pct(latency, 0.5))} ms   p99 {ms(pct(latency, 0.99))} ms   max "
+                       f"{ms(max(latency))} ms   (min {ms(min(latency))}, mean {ms(sum(latency) / n)})   target p99 "
+                       f"<= {TARGET_P99_MS:g} ms, max <= {TARGET_MAX_MS:g} ms")
+        out.append(f"   stops before the deadline: {found.early} (target 0)   duty 0 written by: "
+                   + (", ".join(f"{w} {c}" for w, c in found.writers.items()) or "nobody")
+                   + f"   not measured: {found.unmeasured} without SetPower then duty 0, {found.never_expired} never "
+                   f"expired, {found.lane_errors} lane RPC errors, {found.wrong_deadline} deadlines != SetPower + "
+                   "window")
+        out.append(f"   sessions expired per deadline-loop pass: {dict(sorted(found.batches.items()))}")
+        pauses = [e - b for b, e, _ in found.gc]
+        hit = [m for m in found.measured if m.gc > 0]
+        out.append(f"   garbage collections in the daemon's process meanwhile: {len(pauses)} ("
+                   f"{sum(g == 2 for _, _, g in found.gc)} full), pause p50 {ms(pct(pauses, 0.5))} / max "
+                   f"{ms(max(pauses, default=0.0))} ms; expiries with a collection inside deadline -> duty 0: "
+                   f"{len(hit)}" + (f" (their latency max {ms(max(m.latency for m in hit))} ms)" if hit else ""))
+        out.append(f"   a full collection of this process now: {ms(pct(full_gc.seconds, 0.5))} ms (median of 5, max "
+                   f"{ms(max(full_gc.seconds))}); {full_gc.tracked} objects tracked, {full_gc.frozen} frozen by the "
+                   "daemon's start")
+        out.append(f"   {'stage (ms)':<50}{'n':>5}{'p50':>9}{'p99':>9}{'max':>9}")
+        for policy, lateness in run.witnesses:
+            out.append(f"   {f'witness in its own process, {policy}':<50}{_spread(lateness)}")
+        for key, label in STAGES:
+            values = [v for m in found.measured if not math.isnan(v := getattr(m, key))]
+            if values:
+                out.append(f"   {label:<50}{_spread(values)}")
+        worst = sorted(found.measured, key=lambda m: -m.latency)[:3]
+        out.append("   worst: " + " | ".join(
+            f"{ms(m.latency)} = expired {ms(m.woke)} (wait returned {ms(m.returned)}) + cut {ms(m.cut)}"
+            + (f" [gc {m.gc:.3f} inside]" if m.gc else "") for m in worst))
+        self._stop_latency_targets(found)
+
+    def _stop_latency_targets(self, found: Expiries) -> None:
+        latency, n = found.latency, len(found.measured)
+        if not n:
+            self.missed.append("stop latency: no expiry measured")
+        else:
+            if pct(latency, 0.99) > TARGET_P99_MS / 1000:
+                self.missed.append(f"stop latency p99 {ms(pct(latency, 0.99))} ms > {TARGET_P99_MS:g} ms")
+            if max(latency) > TARGET_MAX_MS / 1000:
+                self.missed.append(f"stop latency max {ms(max(latency))} ms > {TARGET_MAX_MS:g} ms")
+            if n < 200:
+                self.missed.append(f"only {n} expiries measured (< 200)")
+        if found.early:
+            self.missed.append(f"{found.early} stops before the deadline (must be 0)")
+        if not found.clean():
+            self.missed.append("stop latency: some lane sessions were not measured cleanly (see the counts above)")
+
+    def heartbeats(self, opts: Options, run: HeartbeatRun, false_server: int) -> None:
+        """`false_server`: heartbeated sessions the daemon's session manager expired over the whole run."""
+        stats = run.client_stats
+        false_client = sum(s["expired"] for s in stats)
+        max_gap = max((s["max_gap"] for s in stats), default=0.0)
+        share = run.heartbeat_rate / run.echo_rate if run.echo_rate else 0.0
+        self.lines += [
+            "-" * 110,
+            f"2. heartbeats against the floor (a trivial echo served like the daemon: grpc.aio on an event-loop "
+            f"thread of its own; same clients and request bytes), {run.slot * 1000:g} ms slots in turn, "
+            f"{run.span:g} s each, from {opts.heartbeat_procs} processes x {opts.threads} threads: echo "
+            f"{run.echo_rate:,.0f}/s, heartbeats {run.heartbeat_rate:,.0f}/s ({run.counts.failed} failed); "
+            + self.load("interleaved", run.counts.load),
             f"   heartbeats/s = {share:.0%} of the floor (target >= {TARGET_FLOOR_SHARE:.0%})",
             f"   false expiries: {false_server} in the daemon's session manager (whole run), {false_client} "
             f"SESSION_EXPIRED answers to heartbeats; longest gap between one session's heartbeats {ms(max_gap)} ms "
-            f"(window {opts.window * 1000:g} ms); other client errors {sum(s['errors'] for s in client_stats)}"]
-    if false_server or false_client:
-        missed.append(f"false expiries: {false_server} in the daemon, {false_client} seen by clients (must be 0)")
-    if share < TARGET_FLOOR_SHARE:
-        missed.append(f"heartbeats/s at {share:.0%} of the floor (interleaved) < {TARGET_FLOOR_SHARE:.0%}")
+            f"(window {opts.window * 1000:g} ms); other client errors {sum(s['errors'] for s in stats)}"]
+        if false_server or false_client:
+            self.missed.append(f"false expiries: {false_server} in the daemon, {false_client} seen by clients (must "
+                               "be 0)")
+        if share < TARGET_FLOOR_SHARE:
+            self.missed.append(f"heartbeats/s at {share:.0%} of the floor (interleaved) < {TARGET_FLOOR_SHARE:.0%}")
 
-    out.append("-" * 110)
-    if idle.error:
-        out.append(f"3. idle cost: not measured: {idle.error}")
-    else:
+    def idle(self, idle: Idle, load: Share) -> None:
+        self.lines.append("-" * 110)
+        if idle.error:
+            self.lines.append(f"3. idle cost: not measured: {idle.error}")
+            return
         vol, invol = idle.switches
-        out.append(f"3. idle `rover-safety serve --simulate`, no clients, {idle.seconds:.2f} s: "
-                   f"CPU {idle.cpu * 1000:.2f} ms ({idle.cpu / idle.seconds * 1000:.2f} ms/s), context switches "
-                   f"{vol} voluntary ({vol / idle.seconds:.1f}/s) + {invol} involuntary, {idle.threads} threads; "
-                   + idle_load.text())
-        out.append("   wake-ups by thread name: " + "; ".join(
+        self.lines.append(
+            f"3. idle `rover-safety serve --simulate`, no clients, {idle.seconds:.2f} s: CPU {idle.cpu * 1000:.2f} ms "
+            f"({idle.cpu / idle.seconds * 1000:.2f} ms/s), context switches {vol} voluntary ({vol / idle.seconds:.1f}"
+            f"/s) + {invol} involuntary, {idle.threads} threads; " + load.text())
+        self.lines.append("   wake-ups by thread name: " + "; ".join(
             f"{name} x{count}: {wakes} ({wakes / idle.seconds:.1f}/s, {cpu * 1000:.2f} ms CPU)"
             for name, count, wakes, cpu in idle.by_thread if wakes))
-    out.append("-" * 110)
-    out += [f"NOTE: {text}" for text in notes]
-    out += [f"MISSED TARGET: {text}" for text in missed]
-    if not missed:
-        out.append("all targets met")
-    out.append(f"run took {time.monotonic() - started:.1f} s")
-    print("\n".join(out), flush=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+
+    def text(self, took: float) -> str:
+        lines = [*self.lines, "-" * 110, *(f"NOTE: {text}" for text in self.notes),
+                 *(f"MISSED TARGET: {text}" for text in self.missed)]
+        if not self.missed:
+            lines.append("all targets met")
+        lines.append(f"run took {took:.1f} s")
+        return "\n".join(lines)
+
+
+def _nice(tid: int | None) -> str:
+    """A thread's nice value, e.g. "nice -10"."""
+    try:
+        if tid is None:
+            raise ProcessLookupError
+        return f"nice {os.getpriority(os.PRIO_PROCESS, tid)}"
+    except OSError:
+        return "not running"
+
+
+def run(opts: Options) -> int:
+    """Idle cost first, while nothing else of ours runs; then the daemon in this process with its clients: stop
+    latency (1), heartbeats against the floor (2); then the analysis and the report."""
+    started = time.monotonic()
+    header = ["command: python benchmarks/bench_stop.py " + " ".join(sys.argv[1:]), *_machine()]
+    print("\n".join(header), flush=True)
+    machine = Load()
+    with tempfile.TemporaryDirectory(prefix="bench-stop-") as tmp:
+        config_path = Path(tmp) / "bench.yaml"
+        config_path.write_text(_config_text(opts.window))
+
+        print("idle cost ...", flush=True)
+        a = machine.sample()
+        idle = measure_idle(config_path, opts.idle_seconds)
+        idle_load = machine.between(a, machine.sample())
+
+        report = Report(header)
+        with Bench(opts, config_path, machine) as bench:
+            stops = stop_latency_phase(bench)
+            heartbeats = heartbeat_phase(bench)
+            full_gc = FullGc.measure()
+            report.setup(opts, bench, stops)
+
+    found = analyse_expiries(stops, bench.probe, bench.pwm_pin, opts.window)
+    report.stop_latency(stops, found, full_gc)
+    report.heartbeats(opts, heartbeats, sum(1 for sid in stops.heartbeat_ids if sid in bench.probe.expiries))
+    report.idle(idle, idle_load)
+    print(report.text(time.monotonic() - started), flush=True)
     return 0
 
 

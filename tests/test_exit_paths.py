@@ -2,13 +2,15 @@
 process closed its pigpiod connection and ended; and every way it can fail to start says why on one line.
 
 The daemon runs as a real process on pigpio (the pigpiod emulator, or a real pigpiod with ROVER_SAFETY_HIL=1).
-Faults are injected by tests/hil_inject.py, which monkeypatches one function and runs the real CLI.
+Faults are injected by tests/support/hil_inject.py, which patches one function and runs the real CLI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -36,13 +38,15 @@ from tests.support.hil import (
 
 pytestmark = pytest.mark.timeout(90)
 
-def drive(daemon: Served, gpio: Gpio) -> Client:
-    client = Client(daemon.port)
-    client.start()
-    client.set_power("left", 0.6)
-    client.set_power("right", -0.4)
-    assert gpio.duty_now(LEFT["pwm"]) == pytest.approx(0.6) and gpio.duty_now(RIGHT["pwm"]) == pytest.approx(0.4)
-    return client
+@contextlib.contextmanager
+def driving(daemon: Served, gpio: Gpio) -> Iterator[Client]:
+    """A client in a session driving left forward at 0.6 and right backward at 0.4; closed at the end."""
+    with Client(daemon.port) as client:
+        client.start()
+        client.set_power("left", 0.6)
+        client.set_power("right", -0.4)
+        assert gpio.duty_now(LEFT["pwm"]) == pytest.approx(0.6) and gpio.duty_now(RIGHT["pwm"]) == pytest.approx(0.4)
+        yield client
 
 
 def assert_ended_with_outputs_off(gpio: Gpio, daemon: Served, since: float, pins: dict[str, int]) -> None:
@@ -58,13 +62,9 @@ def assert_ended_with_outputs_off(gpio: Gpio, daemon: Served, since: float, pins
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_every_output_and_exits_0(gpio: Gpio, tmp_path: Path, sig: signal.Signals) -> None:
-    with served(write_config(tmp_path, pigpio_config(gpio, "5s"))) as daemon:
-        client = drive(daemon, gpio)
-        try:
-            sent = daemon.signal(sig)
-            assert daemon.wait() == 0, daemon.text
-        finally:
-            client.close()
+    with served(write_config(tmp_path, pigpio_config(gpio, "5s"))) as daemon, driving(daemon, gpio):
+        sent = daemon.signal(sig)
+        assert daemon.wait() == 0, daemon.text
     assert_ended_with_outputs_off(gpio, daemon, sent, EXAMPLE_PINS)
     assert f"{sig.name}: stopping every output and exiting" in daemon.text
     assert "shutdown: stopped left, right" in daemon.text or "shutdown: stopped base" in daemon.text
@@ -72,30 +72,24 @@ def test_signal_stops_every_output_and_exits_0(gpio: Gpio, tmp_path: Path, sig: 
 
 
 def test_unhandled_exception_in_a_handler_exits_1(gpio: Gpio, tmp_path: Path) -> None:
-    with served(write_config(tmp_path, pigpio_config(gpio, "5s")), inject="handler") as daemon:
-        client = drive(daemon, gpio)
-        try:
-            sent = time.monotonic()
-            with pytest.raises(grpc.RpcError) as info:
-                client.motor.SetRPM(motor_pb2.SetRPMRequest(name="left", rpm=60), metadata=client.md, timeout=5)
-            # INTERNAL, or UNAVAILABLE when the daemon's shutdown cancels the call before its answer is out
-            assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
-            assert daemon.wait() == 1, daemon.text
-        finally:
-            client.close()
+    config = write_config(tmp_path, pigpio_config(gpio, "5s"))
+    with served(config, inject="handler") as daemon, driving(daemon, gpio) as client:
+        sent = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            client.motor.SetRPM(motor_pb2.SetRPMRequest(name="left", rpm=60), metadata=client.md, timeout=5)
+        # INTERNAL, or UNAVAILABLE when the daemon's shutdown cancels the call before its answer is out
+        assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+        assert daemon.wait() == 1, daemon.text
     assert_ended_with_outputs_off(gpio, daemon, sent, EXAMPLE_PINS)
     assert "unexpected error in SetRPM" in daemon.text and "injected: a bug in a driver command" in daemon.text
 
 
 def test_exception_in_the_session_deadline_loop_exits_1(gpio: Gpio, tmp_path: Path) -> None:
     """The loop dies at the session's deadline instead of expiring it: the daemon stops everything and exits 1."""
-    with served(write_config(tmp_path, pigpio_config(gpio, "300ms")), inject="deadline-loop") as daemon:
-        client = drive(daemon, gpio)
-        try:
-            sent = time.monotonic()
-            assert daemon.wait() == 1, daemon.text
-        finally:
-            client.close()
+    config = write_config(tmp_path, pigpio_config(gpio, "300ms"))
+    with served(config, inject="deadline-loop") as daemon, driving(daemon, gpio):
+        sent = time.monotonic()
+        assert daemon.wait() == 1, daemon.text
     assert_ended_with_outputs_off(gpio, daemon, sent, EXAMPLE_PINS)
     assert "the session deadline loop crashed" in daemon.text and "injected: a bug in the deadline loop" in daemon.text
     assert " expired: " not in daemon.text  # the outputs went off through the failure, not the expiry
@@ -105,16 +99,12 @@ def test_reload_that_fails_half_way_exits_1(gpio: Gpio, tmp_path: Path) -> None:
     """SIGHUP with a config that re-wires `left` and adds `aux`: left is closed, building aux fails; `right`, still
     moving, is stopped and the daemon exits 1."""
     config = write_config(tmp_path, pigpio_config(gpio, "5s"))
-    with served(config, inject="reload") as daemon:
-        client = drive(daemon, gpio)
-        try:
-            config.write_text(config.read_text().replace("max_rpm: 120                      #", "max_rpm: 100  #")
-                              + "  - name: aux\n    type: motor\n    model: gpio\n"
-                              "    attributes: {pins: {a: 20, b: 21}, max_rpm: 120}\n")
-            sent = daemon.signal(signal.SIGHUP)
-            assert daemon.wait() == 1, daemon.text
-        finally:
-            client.close()
+    with served(config, inject="reload") as daemon, driving(daemon, gpio):
+        config.write_text(config.read_text().replace("max_rpm: 120                      #", "max_rpm: 100  #")
+                          + "  - name: aux\n    type: motor\n    model: gpio\n"
+                          "    attributes: {pins: {a: 20, b: 21}, max_rpm: 120}\n")
+        sent = daemon.signal(signal.SIGHUP)
+        assert daemon.wait() == 1, daemon.text
     assert_ended_with_outputs_off(gpio, daemon, sent, EXAMPLE_PINS)
     assert "reload failed half-way" in daemon.text and "injected: cannot build the new components" in daemon.text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -14,29 +15,16 @@ from rover_safety.api import (
     robot_pb2,
     safety_pb2,
 )
+from rover_safety.daemon.app import Daemon
 
-from tests.support.daemons import example_config
-from tests.support.grpc_client import Client
+from tests.support.daemons import DaemonFactory, changed_at, duty, example_config, pin, rig
+from tests.support.grpc_client import Client, code_of
 from tests.support.waiting import wait_until
 
 LEFT_PWM, RIGHT_PWM, LEFT_A = 22, 19, 17
 
 
-def code_of(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code(), info.value.details()
-
-
-def duty(daemon, pin: int) -> float:
-    return float(daemon.rig.factory.pin(pin).state)
-
-
-def off_time(daemon, pin: int) -> float:
-    return float(daemon.rig.factory.pin(pin)._last_change)
-
-
-def in_background(call) -> threading.Event:
+def in_background(call: Callable[[], object]) -> threading.Event:
     """Run a blocking call (a timed move) on a thread; the event is set once it has returned or failed."""
     done = threading.Event()
 
@@ -51,37 +39,33 @@ def in_background(call) -> threading.Event:
 
 
 @pytest.fixture
-def daemon(make_daemon):
+def daemon(make_daemon: DaemonFactory) -> Daemon:
     return make_daemon(heartbeat_window="300ms")
 
 
 @pytest.fixture
-def client(daemon):
+def client(daemon: Daemon) -> Iterator[Client]:
     c = Client(daemon.port)
     yield c
     c.channel.close()
 
 
-def test_resource_names(daemon, client):
+def test_resource_names(daemon: Daemon, client: Client) -> None:
     reply = client.robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)
     names = [(r.namespace, r.type, r.subtype, r.name) for r in reply.resources]
     assert names == [("rdk", "component", "base", "base"), ("rdk", "component", "motor", "left"),
                      ("rdk", "component", "motor", "right")]
 
 
-def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon, client):
+def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon: Daemon, client: Client) -> None:
     window = 0.3
     client.start()
     client.set_power("left", 0.6)
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.6)
-    for _ in range(8):  # 8 x window/5 = 0.48 s of heartbeats, well past one window
-        time.sleep(window / 5)
-        sent = time.monotonic()
-        client.heartbeat()
-        answered = time.monotonic()
+    sent, answered = client.beat(8, window / 5)  # 8 x window/5 = 0.48 s of heartbeats, well past one window
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.6), "stopped although heartbeats were on time"
     wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=2)
-    stopped = off_time(daemon, LEFT_PWM)
+    stopped = changed_at(daemon, LEFT_PWM)
     assert stopped >= sent + window, "stopped before the deadline"
     assert stopped <= answered + window + 0.05, f"stopped {1000 * (stopped - answered - window):.1f} ms late"
     assert duty(daemon, LEFT_A) == 0
@@ -92,7 +76,7 @@ def test_drive_heartbeat_then_lapse_stops_within_bounds(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0
 
 
-def test_monitored_calls_count_as_heartbeats(daemon, client):
+def test_monitored_calls_count_as_heartbeats(daemon: Daemon, client: Client) -> None:
     client.start()
     for _ in range(10):
         client.set_power("left", 0.5)
@@ -102,7 +86,7 @@ def test_monitored_calls_count_as_heartbeats(daemon, client):
     wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=3)
 
 
-def test_expiry_stops_only_what_that_session_drove(daemon, make_daemon):
+def test_expiry_stops_only_what_that_session_drove(daemon: Daemon, make_daemon: DaemonFactory) -> None:
     a, b = Client(daemon.port), Client(daemon.port)
     a.start()
     b.start()
@@ -118,16 +102,14 @@ def test_expiry_stops_only_what_that_session_drove(daemon, make_daemon):
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.3)
 
 
-def test_sessionless_motion_is_refused_and_moves_nothing(daemon, client):
+def test_sessionless_motion_is_refused_and_moves_nothing(daemon: Daemon, client: Client) -> None:
     code, details = code_of(lambda: client.set_power("left", 0.5))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "without a session" in details and "allow_unmonitored_motion" in details
     assert duty(daemon, LEFT_PWM) == 0
 
 
-def test_unmonitored_motion_when_allowed(make_daemon, caplog):
-    from tests.support.daemons import example_config
-
+def test_unmonitored_motion_when_allowed(make_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture) -> None:
     text = example_config().replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
     daemon = make_daemon(text)
     client = Client(daemon.port)
@@ -137,7 +119,7 @@ def test_unmonitored_motion_when_allowed(make_daemon, caplog):
     assert any("unmonitored motion" in r.getMessage() and "left" in r.getMessage() for r in caplog.records)
 
 
-def test_unknown_names_and_bad_values(daemon, client):
+def test_unknown_names_and_bad_values(daemon: Daemon, client: Client) -> None:
     client.start()
     assert code_of(lambda: client.set_power("nope", 0.5))[0] == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: client.set_power("base", 0.5)) == (grpc.StatusCode.NOT_FOUND, "no motor named 'base'")
@@ -148,13 +130,13 @@ def test_unknown_names_and_bad_values(daemon, client):
     code, _ = code_of(lambda: client.motor.DoCommand(common_pb2.DoCommandRequest(name="left")))
     assert code == grpc.StatusCode.UNIMPLEMENTED
     assert duty(daemon, LEFT_PWM) == 0
-    two = [("viam-sid", client.sid), ("viam-sid", client.sid)]
+    two = (("viam-sid", client.sid), ("viam-sid", client.sid))
     code, _ = code_of(lambda: client.motor.SetPower(motor_pb2.SetPowerRequest(name="left", power_pct=0.5),
                                                     metadata=two))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_reads_need_no_session(daemon, client):
+def test_reads_need_no_session(daemon: Daemon, client: Client) -> None:
     client.start()
     client.set_power("left", -0.5)
     other = Client(daemon.port)  # no session at all
@@ -168,7 +150,7 @@ def test_reads_need_no_session(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0
 
 
-def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
+def test_go_for_blocks_until_done_and_stop_cancels_it(daemon: Daemon, client: Client) -> None:
     client.start()
     started = time.monotonic()
     client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=0.4), metadata=client.md, timeout=5)
@@ -182,7 +164,7 @@ def test_go_for_blocks_until_done_and_stop_cancels_it(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0
 
 
-def test_session_expiry_cancels_a_timed_base_move(daemon, client):
+def test_session_expiry_cancels_a_timed_base_move(daemon: Daemon, client: Client) -> None:
     client.start()
     done = in_background(lambda: client.base.Spin(
         base_pb2.SpinRequest(name="base", angle_deg=3600, degs_per_sec=90), metadata=client.md, timeout=10))
@@ -192,7 +174,7 @@ def test_session_expiry_cancels_a_timed_base_move(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0
 
 
-def test_close_session_stops_at_once_and_reports_success_once(daemon, client):
+def test_close_session_stops_at_once_and_reports_success_once(daemon: Daemon, client: Client) -> None:
     client.start()
     client.base.SetPower(base_pb2.SetPowerRequest(name="base", linear=common_pb2.Vector3(y=0.5)), metadata=client.md)
     assert duty(daemon, LEFT_PWM) > 0
@@ -203,7 +185,7 @@ def test_close_session_stops_at_once_and_reports_success_once(daemon, client):
     assert not client.safety.CloseSession(safety_pb2.CloseSessionRequest(id="never-was")).success
 
 
-def test_resume_and_get_sessions(daemon, client):
+def test_resume_and_get_sessions(daemon: Daemon, client: Client) -> None:
     sid = client.start()
     again = client.robot.StartSession(robot_pb2.StartSessionRequest(resume=sid))
     assert again.id == sid and again.heartbeat_window.ToMilliseconds() == 300
@@ -214,7 +196,7 @@ def test_resume_and_get_sessions(daemon, client):
     assert client.robot.StartSession(robot_pb2.StartSessionRequest(resume=sid)).id != sid
 
 
-def test_stop_all(daemon, client):
+def test_stop_all(daemon: Daemon, client: Client) -> None:
     client.start()
     client.set_power("left", 0.5)
     client.set_power("right", -0.5)
@@ -222,7 +204,7 @@ def test_stop_all(daemon, client):
     assert duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0
 
 
-def test_session_limit_is_resource_exhausted(make_daemon):
+def test_session_limit_is_resource_exhausted(make_daemon: DaemonFactory) -> None:
     # one host may take the whole table only if the per-client limits say so (tests/test_client_limits.py)
     limits = "  limits: {sessions_per_owner: 1024, session_starts_per_second: 5000}\n"
     daemon = make_daemon(example_config(heartbeat_window="1m").replace("network:\n", "network:\n" + limits, 1))
@@ -233,15 +215,16 @@ def test_session_limit_is_resource_exhausted(make_daemon):
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 1024" in details
 
 
-def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
+def test_a_bug_in_a_handler_fails_safe(daemon: Daemon, client: Client, make_daemon: DaemonFactory,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     client.start()
     client.set_power("right", 0.5)
-    motor = daemon.rig.motors["left"]
+    motor = rig(daemon).motors["left"]
 
     def broken(power: float) -> None:
         raise RuntimeError("driver bug")
 
-    motor.set_power = broken
+    monkeypatch.setattr(motor, "set_power", broken)
     code, details = code_of(lambda: client.set_power("left", 0.5))
     assert code == grpc.StatusCode.INTERNAL and "daemon is stopping" in details
     assert make_daemon.fatal_calls == 1
@@ -249,12 +232,9 @@ def test_a_bug_in_a_handler_fails_safe(daemon, client, make_daemon):
     assert code_of(lambda: client.set_power("right", 0.5))[0] == grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
+def test_a_port_in_use_is_a_clear_start_up_error(daemon: Daemon) -> None:
     from rover_safety.config import parse
-    from rover_safety.daemon.app import Daemon
     from rover_safety.daemon.errors import StartupError
-
-    from tests.support.daemons import example_config
 
     text = example_config().replace('"127.0.0.1:0"', f'"127.0.0.1:{daemon.port}"')
     second = Daemon(parse(text, "second.yaml"))
@@ -264,14 +244,15 @@ def test_a_port_in_use_is_a_clear_start_up_error(daemon, tmp_path):
     Client(daemon.port).robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)  # the first is unharmed
 
 
-def test_a_timed_move_whose_final_stop_fails_fails_safe(daemon, client, make_daemon):
+def test_a_timed_move_whose_final_stop_fails_fails_safe(daemon: Daemon, client: Client, make_daemon: DaemonFactory,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     client.start()
-    motor = daemon.rig.motors["left"]
+    motor = rig(daemon).motors["left"]
 
     def broken_release() -> bool:
         raise OSError("bridge not answering")
 
-    motor.release = broken_release
+    monkeypatch.setattr(motor, "release", broken_release)
     code, _ = code_of(lambda: client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=120, revolutions=0.2),
                                                  metadata=client.md, timeout=5))
     assert code == grpc.StatusCode.INTERNAL  # not a silent success
@@ -279,18 +260,19 @@ def test_a_timed_move_whose_final_stop_fails_fails_safe(daemon, client, make_dae
     assert duty(daemon, LEFT_PWM) == 0  # the cut half of the stop did happen
 
 
-def test_a_stop_that_fails_at_expiry_forces_the_pins_off_and_fails_safe(make_daemon):
+def test_a_stop_that_fails_at_expiry_forces_the_pins_off_and_fails_safe(make_daemon: DaemonFactory,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     daemon = make_daemon(heartbeat_window="100ms")
     client = Client(daemon.port)
     client.start()
     client.set_power("left", 0.5)
-    motor = daemon.rig.motors["left"]
+    motor = rig(daemon).motors["left"]
 
     def broken_release() -> bool:
         raise OSError("bridge not answering")
 
-    motor.release = broken_release  # the expiry's stop fails after the cut
+    monkeypatch.setattr(motor, "release", broken_release)  # the expiry's stop fails after the cut
     wait_until(lambda: make_daemon.fatal_calls == 1, timeout=3, what="a failed stop must end the daemon")
     # cut at the deadline; the bridge forced off once the stop failed (that may finish just after the report)
-    wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and daemon.rig.factory.pin(LEFT_A).state == 0, timeout=3)
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and pin(daemon, LEFT_A).state == 0, timeout=3)
     client.close()

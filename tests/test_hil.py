@@ -9,19 +9,19 @@ hardware, from polling those reads. Tests that need the command log or kill pigp
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import grpc
 import pytest
+from gpiozero.pins import Factory
 from rover_safety.config import MotorConfig, MotorPins
 from rover_safety.daemon.app import Daemon
 from rover_safety.drivers import Motor, PinFactoryError, open_factory
 
-from tests.support.grpc_client import Client
+from tests.support.daemons import DaemonFactory, rig
+from tests.support.grpc_client import Client, code_of
 from tests.support.hil import (
     EXAMPLE_PINS,
     INPUT,
@@ -30,11 +30,11 @@ from tests.support.hil import (
     Out,
     assert_all_off,
     first_off,
-    free_port,
     on_raspberry_pi,
     pigpio_config,
 )
 from tests.support.logs import Records, captured
+from tests.support.net import free_port
 from tests.support.pigpiod_emulator import Cmd, Command
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,15 +52,10 @@ def approx(value: float) -> float:
     return cast(float, pytest.approx(value))
 
 
-def thread_cpu_seconds(native_id: int) -> float:
-    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- the daemon, over gRPC, on pigpio -------------------------------------------------------------------------------
 
 
-def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon: Any) -> None:
+def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon: DaemonFactory) -> None:
     """Heartbeats keep the motors running; when they stop, PWM goes to 0 at the deadline: not before, and soon after
     (typically 1-2 ms; the bound is generous for a loaded 2-core CI machine running emulator, daemon and test in one
     process)."""
@@ -74,11 +69,7 @@ def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon
         assert gpio.read(22) == Out(OUTPUT, 1, approx(0.6))
         assert (gpio.read(17), gpio.read(27)) == (Out(OUTPUT, 1, None), Out(OUTPUT, 0, None))  # a high: forward
         assert (gpio.read(19), gpio.read(26)) == (Out(OUTPUT, 1, approx(0.4)), Out(OUTPUT, 0, None))  # reverse
-        for _ in range(8):  # 8 x window/5 = 0.48 s of heartbeats, well past one window
-            time.sleep(window / 5)
-            sent = time.monotonic()
-            client.heartbeat()
-            answered = time.monotonic()
+        sent, answered = client.beat(8, window / 5)  # 8 x window/5 = 0.48 s of heartbeats, well past one window
         assert gpio.duty_now(22) == approx(0.6), "stopped although heartbeats were on time"
         assert gpio.duty_now(19) == approx(0.4)
         off = gpio.off_windows([22, 19], since=answered, timeout=3)
@@ -87,13 +78,15 @@ def test_drive_heartbeat_lapse_stops_pwm_at_the_deadline(gpio: Gpio, make_daemon
             late = latest - (answered + window)
             assert late <= LATE, f"GPIO{pin} went off {1000 * late:.1f} ms after the deadline"
         assert_all_off(gpio, EXAMPLE_PINS, wait=1)  # direction pins too, not just PWM
-        code = _code(client.heartbeat)
+        code, _ = code_of(client.heartbeat)
         assert code == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         client.close()
 
 
-def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(emulated: Gpio, make_daemon: Any) -> None:
+def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(
+    emulated: Gpio, make_daemon: DaemonFactory
+) -> None:
     """At the deadline the session thread itself cuts left's PWM (one command: the power is off), then a stop thread
     runs the full stop: PWM 0 once more (whatever a command in flight may have done meanwhile), a and b low. Nothing
     else: right, driven by another session, is not touched (the health check's TICKs are left out)."""
@@ -120,12 +113,6 @@ def test_expiry_sends_one_off_command_per_output_of_what_the_session_drove(emula
     finally:
         mover.close()
         other.close()
-
-
-def _code(call: Any) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code()
 
 
 # --- every wiring, right at the pins ---------------------------------------------------------------------------------
@@ -178,7 +165,7 @@ def read_motor(gpio: Gpio, pins: MotorPins) -> dict[str, Out]:
 
 
 @pytest.fixture
-def pigpio_factory(gpio: Gpio) -> Iterator[Any]:
+def pigpio_factory(gpio: Gpio) -> Iterator[Factory]:
     factory = open_factory("pigpio", gpio.host, gpio.port)
     yield factory
     factory.close()
@@ -187,7 +174,7 @@ def pigpio_factory(gpio: Gpio) -> Iterator[Any]:
 @pytest.mark.parametrize("flip", [False, True], ids=["", "dir_flip"])
 @pytest.mark.parametrize("enables", ENABLES)
 @pytest.mark.parametrize("wiring", list(WIRINGS))
-def test_wiring_at_the_pins(gpio: Gpio, pigpio_factory: Any, wiring: str, enables: str, flip: bool) -> None:
+def test_wiring_at_the_pins(gpio: Gpio, pigpio_factory: Factory, wiring: str, enables: str, flip: bool) -> None:
     """Exact levels and duty for forward, reverse, stop and after close, on pigpio; stop leaves every output off."""
     pins = wiring_pins(wiring, enables)
     motor = Motor(MotorConfig("m", pins, dir_flip=flip), pigpio_factory)
@@ -219,7 +206,7 @@ def _assert_driven_off_before_released(commands: list[Command], pins: MotorPins)
 
 
 @pytest.mark.parametrize(("asked", "runs"), [(800, 800), (900, 1000), (45, 50), (1234, 1000), (20000, 8000)])
-def test_pwm_frequency_is_what_pigpio_runs(gpio: Gpio, pigpio_factory: Any, asked: int, runs: int) -> None:
+def test_pwm_frequency_is_what_pigpio_runs(gpio: Gpio, pigpio_factory: Factory, asked: int, runs: int) -> None:
     """pigpio rounds pwm_freq to the nearest frequency it can do; the motor reports what it really runs."""
     motor = Motor(MotorConfig("m", MotorPins(a=20, b=21), pwm_freq=asked), pigpio_factory)
     assert motor.frequency == runs
@@ -227,7 +214,7 @@ def test_pwm_frequency_is_what_pigpio_runs(gpio: Gpio, pigpio_factory: Any, aske
     motor.close()
 
 
-def test_startup_logs_the_effective_pwm_frequency(gpio: Gpio, make_daemon: Any, records: Records) -> None:
+def test_startup_logs_the_effective_pwm_frequency(gpio: Gpio, make_daemon: DaemonFactory, records: Records) -> None:
     text = pigpio_config(gpio).replace("pwm_freq: 800", "pwm_freq: 900")
     text = text.replace("attributes: {pins: {dir: 26, pwm: 19}, max_rpm: 120}",
                         "attributes: {pins: {dir: 26, pwm: 19}, max_rpm: 120, pwm_freq: 45}")
@@ -293,13 +280,13 @@ def test_pi_only_factories_refuse_off_a_pi(kind: str, recwarn: pytest.WarningsRe
 
 
 def test_losing_pigpiod_is_noticed_at_once_and_refuses_motion(
-    emulated: Gpio, make_daemon: Any, records: Records
+    emulated: Gpio, make_daemon: DaemonFactory, records: Records
 ) -> None:
     """Nothing moving, pigpiod dies: noticed well within one window, logged critical, motion refused, fatal; pigpio's
     notification thread (which spins on its dead socket) is stopped at once, so the CPU stays idle."""
     assert emulated.emu is not None
     daemon: Daemon = make_daemon(pigpio_config(emulated, "2s"))
-    notify_thread = daemon.rig.factory.connection._notify  # type: ignore[union-attr]
+    notify_thread = rig(daemon).factory.connection._notify  # pigpio.pi's notification thread
     client = Client(daemon.port)
     try:
         client.start()
@@ -326,7 +313,7 @@ def test_losing_pigpiod_is_noticed_at_once_and_refuses_motion(
         client.close()
 
 
-def test_a_hung_pigpiod_is_noticed_within_one_window(emulated: Gpio, make_daemon: Any) -> None:
+def test_a_hung_pigpiod_is_noticed_within_one_window(emulated: Gpio, make_daemon: DaemonFactory) -> None:
     """pigpiod still connected but answering nothing: the health check's command times out (half a window)."""
     assert emulated.emu is not None
     daemon: Daemon = make_daemon(pigpio_config(emulated, "400ms"))

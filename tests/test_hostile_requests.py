@@ -6,9 +6,7 @@ from __future__ import annotations
 import math
 import os
 import resource
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import grpc
 import pytest
@@ -17,8 +15,8 @@ from hypothesis import strategies as st
 from rover_safety.api import base_pb2, common_pb2, motor_pb2, robot_pb2
 from rover_safety.daemon.app import Daemon
 
-from tests.support.daemons import DaemonFactory, example_config
-from tests.support.grpc_client import Client
+from tests.support.daemons import DaemonFactory, duty, example_config
+from tests.support.grpc_client import Client, Heartbeats
 
 PINS = (17, 27, 22, 26, 19)  # every output of the example config
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
@@ -26,8 +24,7 @@ FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
 
 
 def pins(daemon: Daemon) -> dict[int, float]:
-    assert daemon.rig is not None
-    return {pin: float(daemon.rig.factory.pin(pin).state) for pin in PINS}
+    return {pin: duty(daemon, pin) for pin in PINS}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +93,7 @@ def test_every_motion_command_refused_whole(served: tuple[Daemon, Client], a: fl
         "GoFor": lambda: client.motor.GoFor(motor_pb2.GoForRequest(name="left", rpm=a, revolutions=b * 0),
                                             metadata=client.md, timeout=5),
         "MoveStraight": lambda: client.base.MoveStraight(
-            base_pb2.MoveStraightRequest(name="base", distance_mm=0 if math.isnan(b) else 0, mm_per_sec=a),
+            base_pb2.MoveStraightRequest(name="base", distance_mm=0, mm_per_sec=a),
             metadata=client.md, timeout=5),
         "Spin": lambda: client.base.Spin(base_pb2.SpinRequest(name="base", angle_deg=0.0, degs_per_sec=a),
                                          metadata=client.md, timeout=5),
@@ -105,7 +102,7 @@ def test_every_motion_command_refused_whole(served: tuple[Daemon, Client], a: fl
 
 
 def test_no_answer_grows_with_the_request(served: tuple[Daemon, Client]) -> None:
-    daemon, client = served
+    _, client = served
     for name in ("\x00" * 60_000, "x" * 60_000, "\u202e" * 20_000):
         with pytest.raises(grpc.RpcError) as info:
             client.motor.IsMoving(motor_pb2.IsMovingRequest(name=name), timeout=5)
@@ -115,7 +112,7 @@ def test_no_answer_grows_with_the_request(served: tuple[Daemon, Client]) -> None
 
 
 def test_a_request_larger_than_control_needs_is_refused_without_reading_it(served: tuple[Daemon, Client]) -> None:
-    daemon, client = served
+    _, client = served
     with pytest.raises(grpc.RpcError) as info:
         client.motor.IsMoving(motor_pb2.IsMovingRequest(name="\x00" * (4 * 2**20)), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -139,14 +136,7 @@ def test_thirty_large_bad_requests_cost_bounded_memory_and_no_session(make_daemo
     victim, attacker = Client(daemon.port), Client(daemon.port)
     victim.start()
     victim.set_power("left", 0.5)
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(0.06):
-            victim.heartbeat()
-
-    beats = threading.Thread(target=heartbeat, daemon=True)
-    beats.start()
+    beats = Heartbeats(victim, 0.06)
     before = rss_mb()
     try:
         for _ in range(30):
@@ -157,8 +147,7 @@ def test_thirty_large_bad_requests_cost_bounded_memory_and_no_session(make_daemo
         assert grown < 64, f"the daemon's process grew by {grown:.0f} MB"
         assert daemon.sessions.last_user("left") == victim.sid, "the victim's session expired meanwhile"
     finally:
-        stop.set()
-        beats.join(2)
+        beats.stop()
         victim.close()
         attacker.close()
 
@@ -171,7 +160,7 @@ def test_get_sessions_shows_a_caller_only_its_own_ids(make_daemon: DaemonFactory
     one, other = Client(daemon.port, host="127.0.0.1"), Client(daemon.port, host="[::1]")
     try:
         mine, theirs = one.start(), other.start()
-        seen: Any = one.robot.GetSessions(robot_pb2.GetSessionsRequest(), timeout=5).sessions
+        seen = one.robot.GetSessions(robot_pb2.GetSessionsRequest(), timeout=5).sessions
         assert [s.id for s in seen] == [mine]
         seen = other.robot.GetSessions(robot_pb2.GetSessionsRequest(), timeout=5).sessions
         assert [s.id for s in seen] == [theirs]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pigpio
 import pytest
@@ -19,6 +18,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice, Motor, PWMOutputDe
 from gpiozero.pins.pigpio import PiGPIOFactory
 from rover_safety.drivers.pins.pigpio import stop_connection
 
+from tests.support.hil import cpu_ticks
 from tests.support.pigpiod_emulator import (
     PI_UNKNOWN_COMMAND,
     Cmd,
@@ -233,16 +233,11 @@ def test_stop_makes_next_write_raise_and_state_survives_restart(emu: PigpiodEmul
         stop_connection(again)
 
 
-def _thread_cpu_ticks(native_id: int) -> int:
-    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-
-
 def test_idle_client_notify_thread_does_not_spin(pi: pigpio.pi) -> None:
-    thread_id = pi._notify.native_id
-    before = _thread_cpu_ticks(thread_id)
+    stat = f"/proc/self/task/{pi._notify.native_id}/stat"
+    before = cpu_ticks(stat)
     time.sleep(0.5)
-    assert _thread_cpu_ticks(thread_id) - before <= 2  # a spinning thread would use about 50
+    assert cpu_ticks(stat) - before <= 2  # a spinning thread would use about 50
 
 
 def test_log_helpers(emu: PigpiodEmulator, pi: pigpio.pi) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import subprocess
 import sys
 import types
@@ -14,10 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.viam_sdk import VIAM_PYTHON, sdk_env
+
 REPO = Path(__file__).resolve().parent.parent
-VIAM_PYTHON = Path(
-    os.environ.get("ROVER_SAFETY_VIAM_PYTHON", REPO / ".venv-viam" / "bin" / "python")
-)
 
 # The Viam methods we declare, per service (docs: /work/shared/reference/viam-wire-api.md).
 # RobotService is a subset of Viam's; MotorService and BaseService omit only GetStatus and GetGeometries.
@@ -175,6 +173,7 @@ def test_wire_compatible_with_viam_sdk() -> None:
         )
     result = subprocess.run(
         [str(VIAM_PYTHON), "-c", VIAM_SCRIPT, json.dumps(SERVICES)],
+        env=sdk_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -70,15 +70,11 @@ def test_safe_stop_after_the_daemon_was_killed(gpio: Gpio, tmp_path: Path) -> No
     """SIGKILL leaves PWM running in pigpiod; safe-stop turns every output off (PWM 0, direction low, en_high low,
     en_low high) in well under a second, exits 0, and does the same again when run twice."""
     config = write_config(tmp_path, with_aux(pigpio_config(gpio, "5s")))
-    with served(config) as daemon:
-        client = Client(daemon.port)
-        try:
-            drive_everything(client)
-            assert gpio.read(16) == Out(OUTPUT, 0, None) and gpio.read(13) == Out(OUTPUT, 1, None)  # enabled
-            daemon.signal(signal.SIGKILL)
-            assert daemon.wait() == -signal.SIGKILL
-        finally:
-            client.close()
+    with served(config) as daemon, Client(daemon.port) as client:
+        drive_everything(client)
+        assert gpio.read(16) == Out(OUTPUT, 0, None) and gpio.read(13) == Out(OUTPUT, 1, None)  # enabled
+        daemon.signal(signal.SIGKILL)
+        assert daemon.wait() == -signal.SIGKILL
     # as real pigpiod would, the (emulated) pigpiod keeps generating PWM for the dead daemon
     assert gpio.read(22).duty == pytest.approx(0.6)
     assert gpio.read(19).duty == pytest.approx(0.5)
@@ -93,24 +89,20 @@ def test_safe_stop_while_the_daemon_runs(gpio: Gpio, tmp_path: Path) -> None:
     """Safe to run under a live daemon: outputs go off, and the daemon keeps working (it can drive again, and still
     stops on a lapse), because each PWM pin stays a PWM pin."""
     config = write_config(tmp_path, with_aux(pigpio_config(gpio, "1500ms")))
-    with served(config) as daemon:
-        client = Client(daemon.port)
-        try:
-            drive_everything(client)
-            safe_stop(config, gpio)
-            assert_all_off(gpio, ALL_MOTOR_PINS)
-            assert daemon.returncode is None, daemon.text
-            client.set_power("left", 0.4)  # the same session, still live: motion calls count as heartbeats
-            client.motor.SetPower(motor_pb2.SetPowerRequest(name="right", power_pct=0.3), metadata=client.md,
-                                  timeout=5)
-            assert gpio.read(22).duty == pytest.approx(0.4) and gpio.read(19).duty == pytest.approx(0.3)
-            assert gpio.wait(lambda: gpio.duty_now(22) == 0 and gpio.duty_now(6) == 0, timeout=5), "no lapse stop"
-            daemon.wait_line(" expired: ", timeout=5)
-            assert "ERROR" not in daemon.text and "CRITICAL" not in daemon.text, daemon.text
-            daemon.signal(signal.SIGTERM)
-            assert daemon.wait() == 0
-        finally:
-            client.close()
+    with served(config) as daemon, Client(daemon.port) as client:
+        drive_everything(client)
+        safe_stop(config, gpio)
+        assert_all_off(gpio, ALL_MOTOR_PINS)
+        assert daemon.returncode is None, daemon.text
+        client.set_power("left", 0.4)  # the same session, still live: motion calls count as heartbeats
+        client.motor.SetPower(motor_pb2.SetPowerRequest(name="right", power_pct=0.3), metadata=client.md,
+                              timeout=5)
+        assert gpio.read(22).duty == pytest.approx(0.4) and gpio.read(19).duty == pytest.approx(0.3)
+        assert gpio.wait(lambda: gpio.duty_now(22) == 0 and gpio.duty_now(6) == 0, timeout=5), "no lapse stop"
+        daemon.wait_line(" expired: ", timeout=5)
+        assert "ERROR" not in daemon.text and "CRITICAL" not in daemon.text, daemon.text
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
 
 
 def test_safe_stop_without_pigpiod_fails_clearly(tmp_path: Path) -> None:
@@ -123,4 +115,5 @@ def test_safe_stop_without_pigpiod_fails_clearly(tmp_path: Path) -> None:
     assert result.returncode == 1
     no_traceback(result.stderr)
     (line,) = result.stderr.strip().splitlines()
-    assert f"safe-stop could not reach the hardware: cannot reach pigpiod at 127.0.0.1:{port}" in line
+    assert ("safe-stop could not reach the hardware for the configured outputs: cannot reach pigpiod at "
+            f"127.0.0.1:{port}") in line

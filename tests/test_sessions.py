@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from rover_safety.sessions import (
     NIL,
     LoopHooks,
     NoSession,
+    Session,
     SessionEvent,
     SessionExpired,
     SessionManager,
+    StopReport,
     TooManySessions,
     session_context,
 )
@@ -63,25 +66,27 @@ def events() -> list[SessionEvent]:
 
 
 @pytest.fixture
-def manager(clock, things, events):
+def manager(clock: Clock, things: dict[str, Thing], events: list[SessionEvent]) -> Iterator[SessionManager]:
     m = SessionManager(things, 2.0, clock=clock, on_event=events.append, hooks=LoopHooks(autostart=False))
     yield m
     m.close()
 
 
-def drive(manager: SessionManager, session, name: str) -> None:
+def drive(manager: SessionManager, session: Session, name: str) -> None:
     with session_context(session):
         manager.run_monitored(name, lambda: None)
 
 
-def expire(manager: SessionManager):
+def expire(manager: SessionManager) -> list[StopReport]:
     reports = manager.expire_due()
     for report in reports:
         assert report.wait(2), "stops did not finish"
     return reports
 
 
-def test_session_expires_exactly_at_its_deadline_and_stops_what_it_drove(manager, clock, things, events):
+def test_session_expires_exactly_at_its_deadline_and_stops_what_it_drove(
+    manager: SessionManager, clock: Clock, things: dict[str, Thing], events: list[SessionEvent]
+) -> None:
     session = manager.start(owner="host-a", peer="ipv4:10.0.0.2:5000")
     drive(manager, session, "left")
     clock.now += 1.999
@@ -98,7 +103,9 @@ def test_session_expires_exactly_at_its_deadline_and_stops_what_it_drove(manager
     assert expired[0].peer == "ipv4:10.0.0.2:5000"
 
 
-def test_heartbeats_push_the_deadline_and_only_the_last_window_counts(manager, clock, things):
+def test_heartbeats_push_the_deadline_and_only_the_last_window_counts(
+    manager: SessionManager, clock: Clock, things: dict[str, Thing]
+) -> None:
     session = manager.start(owner="a")
     drive(manager, session, "left")
     for _ in range(10):
@@ -110,7 +117,9 @@ def test_heartbeats_push_the_deadline_and_only_the_last_window_counts(manager, c
     assert things["left"].stops == 1
 
 
-def test_heartbeat_at_or_after_the_deadline_is_refused_even_before_expiry_ran(manager, clock, things):
+def test_heartbeat_at_or_after_the_deadline_is_refused_even_before_expiry_ran(
+    manager: SessionManager, clock: Clock, things: dict[str, Thing]
+) -> None:
     session = manager.start(owner="a")
     drive(manager, session, "left")
     clock.now += 2.0  # the deadline itself: the loop has not run yet
@@ -120,7 +129,7 @@ def test_heartbeat_at_or_after_the_deadline_is_refused_even_before_expiry_ran(ma
     assert things["left"].stops == 1
 
 
-def test_unknown_and_foreign_sessions_look_the_same(manager):
+def test_unknown_and_foreign_sessions_look_the_same(manager: SessionManager) -> None:
     session = manager.start(owner="host-a")
     with pytest.raises(SessionExpired):
         manager.find_by_id(session.id, "host-b")
@@ -129,7 +138,7 @@ def test_unknown_and_foreign_sessions_look_the_same(manager):
     assert manager.find_by_id(session.id, "host-a") is session
 
 
-def test_resume_returns_the_live_session_of_the_same_owner_only(manager, clock):
+def test_resume_returns_the_live_session_of_the_same_owner_only(manager: SessionManager, clock: Clock) -> None:
     session = manager.start(owner="a")
     clock.now += 1.5
     assert manager.resume(session.id, owner="a") is session
@@ -143,7 +152,8 @@ def test_resume_returns_the_live_session_of_the_same_owner_only(manager, clock):
     assert fresh.id != session.id
 
 
-def test_last_user_wins_and_expiry_stops_no_others(manager, clock, things):
+def test_last_user_wins_and_expiry_stops_no_others(manager: SessionManager, clock: Clock,
+                                                   things: dict[str, Thing]) -> None:
     a = manager.start(owner="a")
     b = manager.start(owner="b")
     drive(manager, a, "left")
@@ -160,7 +170,7 @@ def test_last_user_wins_and_expiry_stops_no_others(manager, clock, things):
     assert manager.last_user("right") == b.id
 
 
-def test_nil_id_only_disassociates(manager, clock, things):
+def test_nil_id_only_disassociates(manager: SessionManager, clock: Clock, things: dict[str, Thing]) -> None:
     a = manager.start(owner="a")
     drive(manager, a, "left")
     manager.associate_resource(NIL, "left")
@@ -170,7 +180,8 @@ def test_nil_id_only_disassociates(manager, clock, things):
     assert report.resources == () and things["left"].stops == 0
 
 
-def test_sessionless_motion_is_refused_unless_allowed(manager, things, events):
+def test_sessionless_motion_is_refused_unless_allowed(manager: SessionManager, things: dict[str, Thing],
+                                                      events: list[SessionEvent]) -> None:
     with pytest.raises(NoSession, match="allow_unmonitored_motion"):
         manager.safety_monitor_resource_name("left")
     manager.allow_unmonitored_motion = True
@@ -187,14 +198,15 @@ def test_sessionless_motion_is_refused_unless_allowed(manager, things, events):
     assert sum(e.kind == "unmonitored" for e in events) == 2
 
 
-def test_expired_session_cannot_claim_resources(manager, clock):
+def test_expired_session_cannot_claim_resources(manager: SessionManager, clock: Clock) -> None:
     a = manager.start(owner="a")
     clock.now += 2.5
     with pytest.raises(SessionExpired):
         drive(manager, a, "left")
 
 
-def test_command_racing_its_sessions_expiry_is_stopped_afterwards(manager, clock, things):
+def test_command_racing_its_sessions_expiry_is_stopped_afterwards(manager: SessionManager, clock: Clock,
+                                                                  things: dict[str, Thing]) -> None:
     a = manager.start(owner="a")
 
     def command_during_which_the_session_expires() -> None:
@@ -206,7 +218,8 @@ def test_command_racing_its_sessions_expiry_is_stopped_afterwards(manager, clock
     assert things["left"].stops == 2  # once by the expiry, once after the command that may have set the outputs
 
 
-def test_explicit_end_stops_at_once_and_is_idempotent(manager, things, events):
+def test_explicit_end_stops_at_once_and_is_idempotent(manager: SessionManager, things: dict[str, Thing],
+                                                      events: list[SessionEvent]) -> None:
     a = manager.start(owner="a")
     drive(manager, a, "base")
     report = manager.end(a.id, "b")
@@ -219,7 +232,7 @@ def test_explicit_end_stops_at_once_and_is_idempotent(manager, things, events):
     assert [e.kind for e in events] == ["started", "closed"]
 
 
-def test_session_limit(clock, things):
+def test_session_limit(clock: Clock, things: dict[str, Thing]) -> None:
     m = SessionManager(things, 2.0, clock=clock, max_sessions=3, hooks=LoopHooks(autostart=False))
     for _ in range(3):
         m.start()
@@ -231,7 +244,8 @@ def test_session_limit(clock, things):
     m.close()
 
 
-def test_new_window_applies_from_the_next_heartbeat(manager, clock, things):
+def test_new_window_applies_from_the_next_heartbeat(manager: SessionManager, clock: Clock,
+                                                    things: dict[str, Thing]) -> None:
     a = manager.start(owner="a")
     drive(manager, a, "left")
     manager.set_heartbeat_window(0.5)
@@ -245,7 +259,7 @@ def test_new_window_applies_from_the_next_heartbeat(manager, clock, things):
     assert manager.start().window == 0.5
 
 
-def test_a_session_started_with_its_own_window_keeps_it(manager, clock):
+def test_a_session_started_with_its_own_window_keeps_it(manager: SessionManager, clock: Clock) -> None:
     own = manager.start(5.0, owner="a")
     manager.set_heartbeat_window(0.5)
     clock.now += 4.0
@@ -253,7 +267,7 @@ def test_a_session_started_with_its_own_window_keeps_it(manager, clock):
     assert own.window == 5.0 and own.deadline == pytest.approx(clock.now + 5.0)
 
 
-def test_hung_or_failing_stop_is_forced_off_and_does_not_block_others(clock, events):
+def test_hung_or_failing_stop_is_forced_off_and_does_not_block_others(clock: Clock, events: list[SessionEvent]) -> None:
     release = threading.Event()
     hung, failing, fine = Thing("hung", hang=release), Thing("failing", fail=True), Thing("fine")
     m = SessionManager({t.name: t for t in (hung, failing, fine)}, 1.0, clock=clock, on_event=events.append,
@@ -277,7 +291,8 @@ def test_hung_or_failing_stop_is_forced_off_and_does_not_block_others(clock, eve
     m.close()
 
 
-def test_close_stops_the_manager_without_expiring_sessions(things, events):
+def test_close_stops_the_manager_without_expiring_sessions(things: dict[str, Thing],
+                                                           events: list[SessionEvent]) -> None:
     m = SessionManager(things, 0.05, on_event=events.append)
     a = m.start(owner="a")
     drive(m, a, "left")
@@ -289,7 +304,8 @@ def test_close_stops_the_manager_without_expiring_sessions(things, events):
         m.start()
 
 
-def test_real_clock_expiry_is_never_early_and_promptly_late(things, events):
+def test_real_clock_expiry_is_never_early_and_promptly_late(things: dict[str, Thing],
+                                                            events: list[SessionEvent]) -> None:
     """The deadline thread on the real monotonic clock: a generous upper bound, never before the deadline."""
     m = SessionManager(things, 0.1, on_event=events.append)
     try:
@@ -325,7 +341,7 @@ class Cuttable(Thing):
         return super().stop()
 
 
-def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock):
+def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock: Clock) -> None:
     fine, flaky = Cuttable("fine"), Cuttable("flaky", cut_fails=True)
     m = SessionManager({"fine": fine, "flaky": flaky}, 1.0, clock=clock, hooks=LoopHooks(autostart=False))
     a = m.start(owner="a")
@@ -343,7 +359,9 @@ def test_the_expiring_thread_cuts_power_itself_before_the_full_stop(clock):
     m.close()
 
 
-def test_a_refused_command_does_not_take_the_resource_from_its_driver(manager, clock, things):
+def test_a_refused_command_does_not_take_the_resource_from_its_driver(
+    manager: SessionManager, clock: Clock, things: dict[str, Thing]
+) -> None:
     a, b = manager.start(owner="a"), manager.start(owner="b")
     drive(manager, a, "left")
 
@@ -360,7 +378,8 @@ def test_a_refused_command_does_not_take_the_resource_from_its_driver(manager, c
     assert report.session is a and report.resources == ("left",) and things["left"].stops == 1
 
 
-def test_a_refused_command_stops_what_its_previous_user_left_behind(manager, clock, things):
+def test_a_refused_command_stops_what_its_previous_user_left_behind(manager: SessionManager, clock: Clock,
+                                                                    things: dict[str, Thing]) -> None:
     a, b = manager.start(owner="a"), manager.start(owner="b")
     drive(manager, a, "left")
 
@@ -376,7 +395,9 @@ def test_a_refused_command_stops_what_its_previous_user_left_behind(manager, clo
     assert things["left"].stops == 1 and manager.last_user("left") is None
 
 
-def test_driving_a_base_claims_its_motors_and_expiry_stops_only_what_is_still_owned(clock, things, events):
+def test_driving_a_base_claims_its_motors_and_expiry_stops_only_what_is_still_owned(
+    clock: Clock, things: dict[str, Thing], events: list[SessionEvent]
+) -> None:
     m = SessionManager(things, 2.0, parts={"base": ("left", "right")}, clock=clock, on_event=events.append,
                        hooks=LoopHooks(autostart=False))
     a, b = m.start(owner="a"), m.start(owner="b")

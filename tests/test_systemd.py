@@ -1,9 +1,10 @@
 """The shipped unit (systemd/rover-safety.service) under a real systemd, driving the pigpiod emulator.
 
-Each systemd test boots a throwaway systemd (tests/systemd_harness.py) and installs the unit as shipped, with only
-the executable (this venv's ``rover-safety``) and the config path (in the instance's own /run, which the sandbox
-can read) substituted on the Exec lines. The daemon runs as ``User=rover-safety`` with the full sandbox, talks to a
-standalone pigpiod emulator over loopback, and serves gRPC on a loopback port to the clients of this test.
+Each systemd test boots a throwaway systemd (tests/support/systemd_harness.py) and installs the unit as shipped,
+with only the executable (this checkout's ``rover-safety`` as the harness shows it to the service, see below) and
+the config path (in the instance's own /run, which the sandbox can read) substituted on the Exec lines. The daemon
+runs as ``User=rover-safety`` with the full sandbox, talks to a standalone pigpiod emulator over loopback, and serves
+gRPC on a loopback port to the clients of this test.
 
 What the unit promises, and where it is proved:
 
@@ -18,9 +19,11 @@ What the unit promises, and where it is proved:
 - without systemd-python the log lines still carry their journald priority: test_without_systemd_python_...
 - outside systemd the events are plain lines on stderr: test_events_are_readable_lines_on_stderr_...
 
-The unit runs the venv of this test run as the rover-safety user, so the venv must come from a Python that user
-can run (/usr/bin/python3, as `make test` builds it) in a directory the sandbox does not hide; the tests fail with
-the reason where it is not (they never weaken the unit instead).
+The unit runs this checkout's code as the rover-safety user, from any checkout (one only root may enter, one under
+/home or /root that ProtectHome= hides): tests/support/systemd_rover.py shows the code to it inside the instance
+(the venv's site-packages bound read-only, the sources copied, a console script) at /run/harness-code, which the
+sandbox can read. The venv must come from a Python the sandbox shows (/usr/bin/python3, as `make test` builds
+it); the tests fail with the reason where it does not (they never weaken the unit instead).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from rover_safety.sessions import SessionEvent
 
 from tests.support.daemons import example_config
 from tests.support.grpc_client import Client, Heartbeats
+from tests.support.hil import cli_env, proc_stat
 from tests.support.net import free_port
 from tests.support.pigpiod_emulator import EmulatorClient
 from tests.support.systemd_harness import SystemdInstance
@@ -61,9 +65,10 @@ from tests.support.systemd_rover import (
     RIGHT_PWM,
     TIMEOUT_ABORT_SEC,
     UNIT,
-    VENV,
     WATCHDOG_SEC,
     Rover,
+    ServiceCode,
+    hidden_by_the_sandbox,
     install_catalog_inside,
     message,
     monotonic,
@@ -76,8 +81,7 @@ from tests.support.waiting import wait_until
 
 
 @systemd_test
-def test_shipped_unit_passes_systemd_analyze_verify(systemd: SystemdInstance,
-                                                    service_user: pwd.struct_passwd) -> None:
+def test_shipped_unit_passes_systemd_analyze_verify(systemd: SystemdInstance, service_code: ServiceCode) -> None:
     path = f"{CONF_DIR}/{UNIT}"
     systemd.root_path(CONF_DIR).mkdir()
     systemd.root_path(path).write_text(shipped_unit())
@@ -103,7 +107,7 @@ def test_shipped_unit_passes_systemd_analyze_verify(systemd: SystemdInstance,
     assert "pigpiod.service" in systemd.show(UNIT, "After").split()
     assert "pigpiod.service" not in systemd.show(UNIT, "Wants").split()  # only install.sh's drop-in pulls it in
     stop_post = systemd.show(UNIT, "ExecStopPost")
-    assert f"argv[]={EXECUTABLE} safe-stop --config {CONFIG} " in stop_post
+    assert f"argv[]={service_code.executable} safe-stop --config {CONFIG} " in stop_post
     assert systemd.show(UNIT, "ExecReload").startswith("{ path=/bin/kill ; argv[]=/bin/kill -HUP $MAINPID ")
 
 
@@ -119,7 +123,7 @@ def test_expiry_of_a_killed_client_is_a_journal_entry_with_its_fields(rover: Rov
     assert rover.show("WatchdogUSec") == "1s"
     assert rover.outputs_off()
     ready = rover.journal_entry(lambda e: message(e).startswith("rover-safety listening on"), cursor)
-    assert f"127.0.0.1:{rover.port}" in message(ready) and "(pins: pigpio)" in message(ready)
+    assert f"127.0.0.1:{rover.port}" in message(ready) and "(plain text, no API keys; pins: pigpio)" in message(ready)
 
     # A client in a process of its own: a session, a motor at 60 %, heartbeats every window/5; then SIGKILL.
     script = (
@@ -221,7 +225,8 @@ def test_safe_stop_turns_off_what_is_driven_even_if_the_config_file_broke_since(
     rover.write_config("network: [this is not\n")
     rover.systemd.run("kill", "-KILL", str(rover.main_pid()))
     wait_until(rover.outputs_off, timeout=10, what="outputs off after SIGKILL with a broken config")
-    safe_stop = rover.journal_entry(lambda e: message(e).startswith("safe-stop: "), cursor)
+    safe_stop = rover.journal_entry(lambda e: message(e).startswith("safe-stop: ") and " outputs off in " in message(e),
+                                    cursor)
     assert f"left.pwm (GPIO{LEFT_PWM}) -> duty 0" in message(safe_stop)
     rover.journal_entry(lambda e: "not valid YAML" in message(e), cursor)
     recorded = json.loads(rover.systemd.root_path("/run/rover-safety/driven.json").read_text())
@@ -362,9 +367,8 @@ def test_hardening_holds_on_the_working_daemon(rover: Rover, service_user: pwd.s
     assert str(grp.getgrnam("gpio").gr_gid) in status["Groups"].split()
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0 and int(status["CapAmb"], 16) == 0
-    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) == -10  # Nice=
-    tasks = Path(f"/proc/{pid}/task").iterdir()
-    policies = [int(Path(task, "stat").read_text().rsplit(")", 1)[1].split()[38]) for task in tasks]
+    assert int(proc_stat(f"/proc/{pid}/stat")[16]) == -10  # Nice=
+    policies = [int(proc_stat(task / "stat")[38]) for task in Path(f"/proc/{pid}/task").iterdir()]
     rtprio = next(line.split()[3] for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
                   if line.startswith("Max realtime priority"))
     if int(rtprio) >= 10:  # LimitRTPRIO=20 took effect: the deadline and stop threads are SCHED_FIFO (1)
@@ -378,10 +382,16 @@ def test_hardening_holds_on_the_working_daemon(rover: Rover, service_user: pwd.s
         return subprocess.run(["nsenter", "-t", str(pid), "-m", *argv], capture_output=True, text=True, timeout=10)
 
     name = f".sandbox-probe-{uuid.uuid4().hex}"
-    for directory in (CHECKOUT / "build", "/etc", "/var/lib", "/var/log", CONF_DIR, "/run", "/run/lock", "/dev/shm"):
+    # The checkout: read-only where the sandbox shows it (the harness binds one under /tmp in), else not there at all
+    checkout_hidden = hidden_by_the_sandbox(CHECKOUT) is not None
+    if checkout_hidden:
+        assert inside("test", "-e", str(CHECKOUT)).returncode != 0, f"{CHECKOUT} is visible to the daemon"
+    read_only = ["/etc", "/var/lib", "/var/log", CONF_DIR, "/run", "/run/lock", "/dev/shm", rover.code.venv,
+                 f"{rover.code.venv}/site-packages"] + ([] if checkout_hidden else [str(CHECKOUT)])
+    for directory in read_only:
         result = inside("touch", f"{directory}/{name}")
         assert result.returncode != 0 and "Read-only file system" in result.stderr, (directory, result.stderr)
-    assert not (CHECKOUT / "build" / name).exists()
+    assert not (CHECKOUT / name).exists()
     assert os.readlink(f"/proc/{pid}/cwd") == "/tmp"  # lgpio makes its pipes in the working directory
     assert inside("touch", f"/tmp/{name}").returncode == 0  # a private /tmp ...
     assert not rover.systemd.root_path(f"/tmp/{name}").exists()  # ... not the instance's
@@ -395,12 +405,13 @@ def test_hardening_holds_on_the_working_daemon(rover: Rover, service_user: pwd.s
 
 @systemd_test
 def test_install_sh_installs_keeps_the_config_and_uninstalls(systemd: SystemdInstance, emulator: EmulatorClient,
-                                                             service_user: pwd.struct_passwd) -> None:
+                                                             service_code: ServiceCode) -> None:
     """install.sh inside the instance, into its private /run (and private catalog directories): never the host's."""
     base = "/run/rover-safety-install"
     prefix, conf_dir = f"{base}/opt", f"{base}/etc"
     install_catalog_inside(systemd, catalog=None)
-    env = ["env", f"ROVER_SAFETY_PREFIX={prefix}", f"ROVER_SAFETY_VENV={VENV}", f"ROVER_SAFETY_CONF_DIR={conf_dir}",
+    venv = service_code.venv
+    env = ["env", f"ROVER_SAFETY_PREFIX={prefix}", f"ROVER_SAFETY_VENV={venv}", f"ROVER_SAFETY_CONF_DIR={conf_dir}",
            "ROVER_SAFETY_UNIT_DIR=/run/systemd/system"]
 
     def install(*args: str) -> str:
@@ -421,8 +432,8 @@ def test_install_sh_installs_keeps_the_config_and_uninstalls(systemd: SystemdIns
     assert config.stat().st_mode & 0o777 == 0o644
     assert systemd.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "enabled-runtime"
     assert not systemd.is_active(UNIT)
-    assert f"argv[]={VENV}/bin/rover-safety serve --config {conf_dir}/config.yaml " in systemd.show(UNIT, "ExecStart")
-    assert f"{VENV}/bin/rover-safety safe-stop --config {conf_dir}/config.yaml" in systemd.show(UNIT, "ExecStopPost")
+    assert f"argv[]={venv}/bin/rover-safety serve --config {conf_dir}/config.yaml " in systemd.show(UNIT, "ExecStart")
+    assert f"{venv}/bin/rover-safety safe-stop --config {conf_dir}/config.yaml" in systemd.show(UNIT, "ExecStopPost")
     assert drop_in.exists() and "pigpiod.service" in systemd.show(UNIT, "Wants").split()
     assert systemd.root_path(f"{prefix}/README.md").read_text() == (CHECKOUT / "README.md").read_text()
     listed = systemd.run("journalctl", "--list-catalog").stdout
@@ -447,7 +458,7 @@ def test_install_sh_installs_keeps_the_config_and_uninstalls(systemd: SystemdIns
     assert not drop_in.exists() and "pigpiod.service" not in systemd.show(UNIT, "Wants").split()
     assert "pigpiod.service" in systemd.show(UNIT, "After").split()
 
-    # Uninstall: service stopped and gone, catalog gone; the config and this venv stay.
+    # Uninstall: service stopped and gone, catalog gone; the config and the venv it was given stay.
     cursor = systemd.cursor()
     out = install("--uninstall")
     assert f"{conf_dir} and the rover-safety user are kept" in out
@@ -455,7 +466,7 @@ def test_install_sh_installs_keeps_the_config_and_uninstalls(systemd: SystemdIns
     assert not systemd.root_path(f"/run/systemd/system/{UNIT}").exists()
     assert not systemd.root_path("/usr/lib/systemd/catalog/rover-safety.catalog").exists()
     assert not systemd.root_path(prefix).exists()
-    assert config.exists() and EXECUTABLE.exists()
+    assert config.exists() and systemd.root_path(service_code.executable).exists()
     systemd.wait_for_journal(lambda e: message(e).startswith("safe-stop: "), unit=UNIT, since_cursor=cursor)
     assert MESSAGE_IDS["expired"] not in systemd.run("journalctl", "--list-catalog").stdout
 
@@ -509,6 +520,16 @@ ALWAYS_CARRIED = {
     "stop_failed": SessionEvent("stop_failed", "s", "p", resources=("left",), detail="d"),
     "forced_off": SessionEvent("forced_off", "s", "p", resources=("left",), latency=0.001, detail="d"),
     "unmonitored": SessionEvent("unmonitored", "", resources=("left",), detail="d"),  # no session: the nil id
+    "ended": SessionEvent("ended", "s", "p", 1.0, detail="d"),  # RESOURCES, MOVING as for an expiry
+}
+# Daemon-level events (journal.event and the like): the fields each always carries.
+DAEMON_EVENTS = {
+    "backend_lost": {"MESSAGE_ID"},
+    "auth_failed": {"MESSAGE_ID", "PEER", "AUTH_ENTITY", "AUTH_LIMITED"},
+    "insecure": {"MESSAGE_ID"},
+    "suppressed": {"MESSAGE_ID", "PEER", "SUPPRESSED"},
+    "part_lost": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES", "ENDED_SESSIONS"},
+    "part_back": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES"},
 }
 
 
@@ -516,13 +537,13 @@ def test_catalog_has_an_entry_for_every_message_id_with_fields_the_entries_carry
     entries = catalog_entries()
     assert set(entries) == set(MESSAGE_IDS.values())
     assert len(set(MESSAGE_IDS.values())) == len(MESSAGE_IDS)
-    assert set(ALWAYS_CARRIED) | {"backend_lost"} == set(MESSAGE_IDS)
+    assert set(ALWAYS_CARRIED) | set(DAEMON_EVENTS) == set(MESSAGE_IDS)
     for kind, message_id in MESSAGE_IDS.items():
         assert re.fullmatch(r"[0-9a-f]{32}", message_id)
         text = entries[message_id]
         assert re.search(r"^Subject: \S", text, re.M) and "Defined-By: rover-safety\n" in text, kind
-        if kind == "backend_lost":  # a daemon-level event (journal.event): no session fields
-            fields = {"MESSAGE_ID"}
+        if kind in DAEMON_EVENTS:  # a daemon-level event: no session fields
+            fields = DAEMON_EVENTS[kind]
         else:
             _, _, carried = describe(ALWAYS_CARRIED[kind])
             assert carried["MESSAGE_ID"] == message_id
@@ -547,8 +568,8 @@ def test_catalog_has_an_entry_for_every_message_id_with_fields_the_entries_carry
 def test_events_are_readable_lines_on_stderr_outside_systemd(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(example_config("300ms"))
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    env["JOURNAL_STREAM"] = "1:1"  # inherited from some unit, but not this stderr: still plain lines
+    env = cli_env()  # none of systemd's variables, so the daemon is outside systemd ...
+    env["JOURNAL_STREAM"] = "1:1"  # ... but for this one, inherited from some unit and not this stderr: plain lines
     daemon = subprocess.Popen([str(EXECUTABLE), "serve", "--simulate", "--config", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []

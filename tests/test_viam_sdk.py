@@ -1,32 +1,32 @@
 """The official Viam Python SDK against an in-process daemon, over real gRPC on loopback.
 
-The SDK pins its own protobuf, so it never runs in this process: each client is tests/viam_client.py under the SDK's
-venv (ROVER_SAFETY_VIAM_PYTHON, default .venv-viam/bin/python, which `make test` creates), driven one command per line.
+The SDK pins its own protobuf, so it never runs in this process: each client is tests/support/viam_client.py under
+the SDK's venv (tests/support/viam_sdk.py: ROVER_SAFETY_VIAM_PYTHON, default .venv-viam/bin/python, which `make test`
+creates), driven one command per line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from rover_safety.daemon.app import Daemon
 
-from tests.support.daemons import example_config
+from tests.support.daemons import DaemonFactory, changed_at, duty, example_config
 from tests.support.logs import Records, captured, field
+from tests.support.viam_sdk import VIAM_PYTHON, sdk_env
 from tests.support.waiting import wait_until
 
-TESTS = Path(__file__).parent
-CLIENT = TESTS / "support" / "viam_client.py"
-VIAM_PYTHON = Path(os.environ.get("ROVER_SAFETY_VIAM_PYTHON", TESTS.parent / ".venv-viam" / "bin" / "python"))
+CLIENT = Path(__file__).parent / "support" / "viam_client.py"
 
 WINDOW = 0.5  # heartbeat_window of every daemon here; the SDK heartbeats every WINDOW / 5
 STOP_BOUND = WINDOW + 0.5  # a dead client's motor must be off this soon after it died (generous on a loaded 2-core box)
@@ -44,14 +44,10 @@ def viam_python() -> str:
         pytest.skip(f"the official Viam SDK venv is missing: no {VIAM_PYTHON} (`make test` creates it; or set "
                     "ROVER_SAFETY_VIAM_PYTHON to a python that has viam-sdk installed)")
     probe = subprocess.run([str(VIAM_PYTHON), "-c", "import viam.robot.client"], capture_output=True, text=True,
-                           timeout=60, env=_client_env())
+                           timeout=60, env=sdk_env())
     if probe.returncode != 0:
         pytest.skip(f"{VIAM_PYTHON} cannot import the Viam SDK (viam-sdk not installed there?): {probe.stderr[-500:]}")
     return str(VIAM_PYTHON)
-
-
-def _client_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
 class SdkClient:
@@ -62,7 +58,7 @@ class SdkClient:
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
             [python, str(CLIENT), f"127.0.0.1:{port}", *flags],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_client_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=sdk_env(),
         )
         self._replies: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name="viam-client-reader", daemon=True).start()
@@ -110,12 +106,19 @@ class SdkClient:
         self._log.close()
 
 
+class Connect(Protocol):
+    """The `sdk` fixture: `sdk(daemon, "--no-sessions")` -> a connected SdkClient."""
+
+    def __call__(self, daemon: Daemon, *flags: str) -> SdkClient: ...
+
+
 @pytest.fixture
-def sdk(viam_python: str, make_daemon: Any, tmp_path: Path) -> Iterator[Callable[..., SdkClient]]:
-    """`sdk(daemon, "--no-sessions")` -> a connected SdkClient; every one is killed at the end of the test."""
+def sdk(viam_python: str, make_daemon: DaemonFactory, tmp_path: Path) -> Iterator[Connect]:
+    """`sdk(daemon, "--no-sessions")` -> a connected SdkClient; every one is killed at the end of the test (before
+    the daemons of `make_daemon` shut down)."""
     clients: list[SdkClient] = []
 
-    def connect(daemon: Any, *flags: str) -> SdkClient:
+    def connect(daemon: Daemon, *flags: str) -> SdkClient:
         client = SdkClient(viam_python, daemon.port, flags, tmp_path / f"viam_client{len(clients)}.log")
         clients.append(client)
         return client
@@ -133,19 +136,22 @@ def journal() -> Iterator[Records]:
         yield records
 
 
-def pin(daemon: Any, bcm: int) -> Any:
-    return daemon.rig.factory.pin(bcm)
+def states(daemon: Daemon, *bcms: int) -> dict[int, float]:
+    return {bcm: duty(daemon, bcm) for bcm in bcms}
 
 
-def states(daemon: Any, *bcms: int) -> dict[int, float]:
-    return {bcm: pin(daemon, bcm).state for bcm in bcms}
+def last_driver(daemon: Daemon, name: str) -> str:
+    """The session that last drove `name` (there must be one)."""
+    session = daemon.sessions.last_user(name)
+    assert session is not None, f"no session drove {name}"
+    return session
 
 
-def live_ids(daemon: Any) -> set[str]:
+def live_ids(daemon: Daemon) -> set[str]:
     return {s.id for s in daemon.sessions.all()}
 
 
-def test_sdk_connects_lists_resources_and_drives(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+def test_sdk_connects_lists_resources_and_drives(make_daemon: DaemonFactory, sdk: Connect) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     assert client.resources == ["base/base", "motor/left", "motor/right"]
@@ -171,42 +177,42 @@ def test_sdk_connects_lists_resources_and_drives(make_daemon: Any, sdk: Callable
     assert live_ids(daemon) == {session}
 
 
-def test_sdk_heartbeats_keep_an_idle_client_driving(make_daemon: Any, sdk: Callable[..., SdkClient],
+def test_sdk_heartbeats_keep_an_idle_client_driving(make_daemon: DaemonFactory, sdk: Connect,
                                                      journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("motor.set_power", "left", 0.5)
     session = daemon.sessions.last_user("left")
-    changed_at = pin(daemon, LEFT_PWM)._last_change
+    last_change = changed_at(daemon, LEFT_PWM)
 
     time.sleep(4 * WINDOW)  # no calls at all: only the SDK's heartbeat thread talks to the daemon
 
-    assert pin(daemon, LEFT_PWM).state == 0.5
-    assert pin(daemon, LEFT_PWM)._last_change == changed_at, "the motor was stopped (and restarted) meanwhile"
+    assert duty(daemon, LEFT_PWM) == 0.5
+    assert changed_at(daemon, LEFT_PWM) == last_change, "the motor was stopped (and restarted) meanwhile"
     assert live_ids(daemon) == {session}
     assert daemon.sessions.last_user("left") == session
     assert journal.events("expired") == []
     assert client.ok("motor.state", "left")["is_moving"]
 
 
-def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: Any, sdk: Callable[..., SdkClient],
+def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: DaemonFactory, sdk: Connect,
                                                            journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("base.set_power", "base", 0.5, 0.0)
     client.ok("motor.set_power", "left", 0.5)
-    session = daemon.sessions.last_user("left")
+    session = last_driver(daemon, "left")
     time.sleep(WINDOW)  # a few heartbeats in: the steady state of a client that drives and then just stays
     assert states(daemon, LEFT_PWM, RIGHT_PWM) == {LEFT_PWM: 0.5, RIGHT_PWM: 0.5}
 
     killed_at = time.monotonic()
     client.proc.kill()
     client.proc.wait(timeout=5)
-    wait_until(lambda: pin(daemon, LEFT_PWM).state == 0 and pin(daemon, RIGHT_PWM).state == 0, STOP_BOUND + 2,
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0 and duty(daemon, RIGHT_PWM) == 0, STOP_BOUND + 2,
                "the dead client's motors to stop")
 
     for bcm in (LEFT_PWM, RIGHT_PWM):
-        latency = pin(daemon, bcm)._last_change - killed_at
+        latency = changed_at(daemon, bcm) - killed_at
         assert 0 < latency <= STOP_BOUND, f"GPIO{bcm} went off {latency:.3f} s after the kill"
     assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
     expired = journal.wait_for("expired", session)
@@ -219,7 +225,7 @@ def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: Any, sdk
     assert live_ids(daemon) == set()
 
 
-def test_sessionless_sdk_client_is_refused_motion(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+def test_sessionless_sdk_client_is_refused_motion(make_daemon: DaemonFactory, sdk: Connect) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon, "--no-sessions")
 
@@ -232,7 +238,7 @@ def test_sessionless_sdk_client_is_refused_motion(make_daemon: Any, sdk: Callabl
     assert live_ids(daemon) == set()
 
 
-def test_sessionless_sdk_client_moves_when_config_allows(make_daemon: Any, sdk: Callable[..., SdkClient],
+def test_sessionless_sdk_client_moves_when_config_allows(make_daemon: DaemonFactory, sdk: Connect,
                                                          journal: Records) -> None:
     text = example_config(heartbeat_window="500ms")
     allowed = text.replace("allow_unmonitored_motion: false", "allow_unmonitored_motion: true")
@@ -248,7 +254,7 @@ def test_sessionless_sdk_client_moves_when_config_allows(make_daemon: Any, sdk: 
     assert {field(r, "RESOURCES") for r in journal.events("unmonitored")} >= {"left", "base"}
 
 
-def test_sdk_stop_needs_no_session(make_daemon: Any, sdk: Callable[..., SdkClient]) -> None:
+def test_sdk_stop_needs_no_session(make_daemon: DaemonFactory, sdk: Connect) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     driver = sdk(daemon)
     bystander = sdk(daemon, "--no-sessions")  # may not move anything, but may stop anything
@@ -257,7 +263,7 @@ def test_sdk_stop_needs_no_session(make_daemon: Any, sdk: Callable[..., SdkClien
 
     bystander.ok("motor.stop", "right")
     assert states(daemon, RIGHT_PWM, RIGHT_DIR) == {RIGHT_PWM: 0, RIGHT_DIR: 0}
-    assert pin(daemon, LEFT_PWM).state == pytest.approx(0.3)  # only what was asked
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.3)  # only what was asked
 
     driver.ok("motor.stop", "left")
     assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
@@ -269,16 +275,16 @@ def test_sdk_stop_needs_no_session(make_daemon: Any, sdk: Callable[..., SdkClien
     assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
 
 
-def test_sdk_starts_a_fresh_session_after_an_expiry(make_daemon: Any, sdk: Callable[..., SdkClient],
+def test_sdk_starts_a_fresh_session_after_an_expiry(make_daemon: DaemonFactory, sdk: Connect,
                                                     journal: Records) -> None:
     daemon = make_daemon(heartbeat_window="500ms")
     client = sdk(daemon)
     client.ok("motor.set_power", "left", 0.5)
-    first = daemon.sessions.last_user("left")
+    first = last_driver(daemon, "left")
 
     client.proc.send_signal(signal.SIGSTOP)  # freezes its heartbeat thread too
     try:
-        wait_until(lambda: pin(daemon, LEFT_PWM).state == 0, STOP_BOUND + 2, "the frozen client's motor to stop")
+        wait_until(lambda: duty(daemon, LEFT_PWM) == 0, STOP_BOUND + 2, "the frozen client's motor to stop")
         journal.wait_for("expired", first)
     finally:
         client.proc.send_signal(signal.SIGCONT)
@@ -288,14 +294,14 @@ def test_sdk_starts_a_fresh_session_after_an_expiry(make_daemon: Any, sdk: Calla
     reply = client.call("motor.set_power", "left", 0.5)
     if not reply["ok"]:
         assert (reply["status"], reply["message"]) == ("INVALID_ARGUMENT", "SESSION_EXPIRED"), reply
-        assert pin(daemon, LEFT_PWM).state == 0
+        assert duty(daemon, LEFT_PWM) == 0
         client.ok("motor.set_power", "left", 0.5)
     second = daemon.sessions.last_user("left")
     assert second is not None and second != first
-    assert pin(daemon, LEFT_PWM).state == 0.5
+    assert duty(daemon, LEFT_PWM) == 0.5
     journal.wait_for("started", second)
 
     time.sleep(3 * WINDOW)  # and the fresh session is heartbeaten like the first
-    assert pin(daemon, LEFT_PWM).state == 0.5
+    assert duty(daemon, LEFT_PWM) == 0.5
     assert live_ids(daemon) == {second}
     assert [field(r, "SESSION_ID") for r in journal.events("expired")] == [first]

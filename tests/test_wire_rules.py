@@ -4,6 +4,7 @@ to statuses (one isinstance table), and who a peer is."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from rover_safety.daemon.wire import STATUSES, peer_host, status_of
 from rover_safety.drivers import InvalidCommand, Unsupported
 from rover_safety.sessions import SessionExpired, TooManySessions
 
-from tests.support.daemons import DaemonFactory
+from tests.support.daemons import DaemonFactory, rig
 
 SERVICES = (
     "viam.robot.v1.RobotService",
@@ -40,13 +41,20 @@ def request_for(method: MethodDescriptor) -> Any:
     from google.protobuf import message_factory
 
     cls = message_factory.GetMessageClass(method.input_type)
-    request = cls()
+    request: Any = cls()  # a generated message class: its fields are attributes mypy cannot know
     if "name" in cls.DESCRIPTOR.fields_by_name:
         request.name = "base" if "BaseService" in method.containing_service.full_name else "left"
     return request
 
 
 NO_SESSION = "refused: no session"
+Served = tuple[Daemon, grpc.Channel]
+
+
+def cancel(call: grpc.Call) -> None:
+    """Cancel a call (grpc-stubs leaves RpcContext.cancel() unannotated, so it is called through Any)."""
+    untyped: Any = call
+    untyped.cancel()
 
 
 def call(channel: grpc.Channel, method: MethodDescriptor, sid: str = "") -> str:
@@ -56,16 +64,17 @@ def call(channel: grpc.Channel, method: MethodDescriptor, sid: str = "") -> str:
     request = request_for(method)
     metadata = (("viam-sid", sid),) if sid else ()
     if method.server_streaming:
-        stream = channel.unary_stream(path, request_serializer=type(request).SerializeToString)
+        stream = channel.unary_stream(path, request_serializer=type(request).SerializeToString,
+                                      response_deserializer=None)
         responses = stream(request, metadata=metadata, timeout=5)
         try:
             next(iter(responses))
         except grpc.RpcError as exc:
             return str(exc.code().name)
         finally:
-            responses.cancel()
+            cancel(responses)
         return "OK"
-    unary = channel.unary_unary(path, request_serializer=type(request).SerializeToString)
+    unary = channel.unary_unary(path, request_serializer=type(request).SerializeToString, response_deserializer=None)
     try:
         unary(request, metadata=metadata, timeout=5)
     except grpc.RpcError as exc:
@@ -76,7 +85,7 @@ def call(channel: grpc.Channel, method: MethodDescriptor, sid: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     factory = DaemonFactory(tmp_path_factory.mktemp("wire"))
     daemon = factory(heartbeat_window="5s")
     channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
@@ -95,7 +104,7 @@ def test_the_monitored_methods_are_those_the_protos_mark() -> None:
 
 @pytest.mark.parametrize("method", methods(), ids=lambda m: f"{m.containing_service.name}.{m.name}")
 def test_exactly_the_marked_methods_need_a_session_and_count_as_heartbeats(method: MethodDescriptor,
-                                                                          served: Any) -> None:
+                                                                          served: Served) -> None:
     daemon, channel = served
     assert isinstance(daemon, Daemon)
     refused_without = call(channel, method) == NO_SESSION
@@ -128,9 +137,9 @@ def test_a_subclass_of_a_mapped_error_maps_like_its_base() -> None:
         assert any(issubclass(error, kind) for kind, _ in STATUSES)
 
 
-def test_a_subclass_reaches_the_client_with_its_base_status(served: Any) -> None:
+def test_a_subclass_reaches_the_client_with_its_base_status(served: Served) -> None:
     daemon, channel = served
-    motor = daemon.rig.motors["left"]
+    motor = rig(daemon).motors["left"]
 
     class Custom(Unsupported):
         pass
@@ -139,16 +148,18 @@ def test_a_subclass_reaches_the_client_with_its_base_status(served: Any) -> None
         raise Custom("this motor is shy")
 
     session = daemon.sessions.start(owner="127.0.0.1", peer="test")
-    motor.set_power = refuse
+    patch = pytest.MonkeyPatch()
+    patch.setattr(motor, "set_power", refuse)
     try:
         stub = channel.unary_unary("/viam.component.motor.v1.MotorService/SetPower",
-                                   request_serializer=motor_pb2.SetPowerRequest.SerializeToString)
+                                   request_serializer=motor_pb2.SetPowerRequest.SerializeToString,
+                                   response_deserializer=None)
         with pytest.raises(grpc.RpcError) as info:
             stub(motor_pb2.SetPowerRequest(name="left", power_pct=0.5), metadata=(("viam-sid", session.id),),
                  timeout=5)
         assert (info.value.code(), info.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "this motor is shy")
     finally:
-        del motor.set_power
+        patch.undo()
         daemon.sessions.end(session.id, "127.0.0.1")
 
 

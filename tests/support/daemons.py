@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gpiozero.pins import Factory
     from rover_safety.daemon.app import Daemon
+    from rover_safety.drivers.rig import Rig
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = CHECKOUT / "config" / "example.yaml"
@@ -50,3 +52,37 @@ class DaemonFactory:
     def close(self) -> None:
         for daemon in self.started:
             daemon.shutdown()
+
+
+# --- a daemon's pins, as the tests read them (gpiozero is untyped: its pins are Any) ----------------------------
+
+
+def rig(daemon: Daemon) -> Rig:
+    """The motors, bases and pin factory of a started daemon."""
+    assert daemon.rig is not None, "the daemon has not started, or has shut down"
+    return daemon.rig
+
+
+def pin_state(factory: Factory, bcm: int) -> float:
+    """A pin's state: the PWM duty 0..1 of a PWM pin, else its level 0 or 1."""
+    return float(factory.pin(bcm).state)
+
+
+def pin_changed_at(factory: Factory, bcm: int) -> float:
+    """When (time.monotonic()) a mock pin last changed: gpiozero's MockPin stamps each change in `_last_change`."""
+    return float(factory.pin(bcm)._last_change)
+
+
+def pin(daemon: Daemon, bcm: int) -> Any:
+    """The gpiozero pin object of a daemon's factory (a mock pin on the mock factory)."""
+    return rig(daemon).factory.pin(bcm)
+
+
+def duty(daemon: Daemon, bcm: int) -> float:
+    """A daemon's pin state (see pin_state)."""
+    return pin_state(rig(daemon).factory, bcm)
+
+
+def changed_at(daemon: Daemon, bcm: int) -> float:
+    """When a daemon's mock pin last changed (see pin_changed_at)."""
+    return pin_changed_at(rig(daemon).factory, bcm)

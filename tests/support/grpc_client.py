@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
+import pytest
 from rover_safety.api import (
     base_pb2_grpc,
     motor_pb2,
@@ -44,6 +46,17 @@ class Client:
     def heartbeat(self) -> None:
         self.robot.SendSessionHeartbeat(robot_pb2.SendSessionHeartbeatRequest(id=self.sid), timeout=5)
 
+    def beat(self, times: int, interval: float) -> tuple[float, float]:
+        """`times` heartbeats, one every `interval` s (the SDKs beat every window/5); returns when the last one was
+        sent and when its answer came (time.monotonic())."""
+        sent = answered = 0.0
+        for _ in range(times):
+            time.sleep(interval)
+            sent = time.monotonic()
+            self.heartbeat()
+            answered = time.monotonic()
+        return sent, answered
+
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
         return (("viam-sid", self.sid),) if self.sid else ()
@@ -53,6 +66,12 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class Heartbeats:
@@ -79,3 +98,10 @@ class Heartbeats:
         self._stop.set()
         self._thread.join(10)
         return self.last
+
+
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """Make a call that must fail: its status code and details ("" when it has none)."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details() or ""

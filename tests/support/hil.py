@@ -1,10 +1,11 @@
 """Helpers for the hardware-in-the-loop tests: a pigpiod to test against, pigpio reads of its pins, a gRPC client,
 and `rover-safety` run as a real process.
 
-The pigpiod is the emulator (tests/pigpiod_emulator.py) by default; with ``ROVER_SAFETY_HIL=1`` the tests that take
-the ``gpio`` fixture also run against a real pigpiod at ``ROVER_SAFETY_PIGPIO_HOST``:``ROVER_SAFETY_PIGPIO_PORT``
-(default localhost:8888), reading outputs back with pigpio's own reads (get_mode, read, get_PWM_dutycycle). What only
-the emulator can tell (its command log with timestamps, killing pigpiod) is used by emulator-only tests.
+The pigpiod is the emulator (tests/support/pigpiod_emulator.py) by default; with ``ROVER_SAFETY_HIL=1`` the tests
+that take the ``gpio`` fixture also run against a real pigpiod at ``ROVER_SAFETY_PIGPIO_HOST``:
+``ROVER_SAFETY_PIGPIO_PORT`` (default localhost:8888), reading outputs back with pigpio's own reads (get_mode, read,
+get_PWM_dutycycle). What only the emulator can tell (its command log with timestamps, killing pigpiod) is used by
+emulator-only tests.
 """
 
 from __future__ import annotations
@@ -396,8 +397,7 @@ class Served:
 
     def cpu_now(self) -> float:
         """User + system CPU seconds used so far (from /proc; 10 ms resolution)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_ticks(f"/proc/{self.proc.pid}/stat") / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.returncode is None:
@@ -418,6 +418,18 @@ def served(config: Path, inject: str | None = None, timeout: float = 30) -> Iter
         yield daemon.started(timeout)
     finally:
         daemon.close()
+
+
+def proc_stat(path: str | Path) -> list[str]:
+    """The fields of a /proc/PID/stat (or /proc/PID/task/TID/stat) file after the command name: [0] is the state
+    (field 3 in proc(5)), [11] utime, [12] stime, [16] nice, [38] the scheduling policy."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_ticks(path: str | Path) -> int:
+    """User + system CPU time, in clock ticks, of the process or thread whose stat file `path` is."""
+    fields = proc_stat(path)
+    return int(fields[11]) + int(fields[12])
 
 
 def no_traceback(text: str) -> None:

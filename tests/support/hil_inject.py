@@ -3,8 +3,8 @@
     python tests/support/hil_inject.py FAULT serve --config X
 
 
-Each fault monkeypatches one function of the installed package, then runs the real CLI (no test hooks in product
-code):
+Each fault patches one function of the installed package (unittest.mock.patch.object, never undone: the process
+ends with the CLI), then runs the real CLI (no test hooks in product code):
 
 - ``handler``: ``Motor.set_rpm`` raises, so a SetRPM call is an unexpected exception in a gRPC handler.
 - ``deadline-loop``: the session deadline loop raises the first time a session's deadline comes.
@@ -14,40 +14,40 @@ code):
 from __future__ import annotations
 
 import sys
-from typing import Any
+from unittest import mock
 
+from gpiozero.pins import Factory
+from rover_safety.config import Config
 from rover_safety.daemon import app, cli
-from rover_safety.drivers import Motor
-from rover_safety.sessions import SessionManager
+from rover_safety.drivers import Motor, Rig, build
+from rover_safety.sessions import SessionManager, StopReport
 
 
 def _handler() -> None:
     def set_rpm(self: Motor, rpm: float) -> None:
         raise RuntimeError("injected: a bug in a driver command")
 
-    Motor.set_rpm = set_rpm  # type: ignore[method-assign]
+    mock.patch.object(Motor, "set_rpm", set_rpm).start()
 
 
 def _deadline_loop() -> None:
     collect = SessionManager._collect_due
 
-    def collect_due(self: SessionManager, now: float) -> Any:
+    def collect_due(self: SessionManager, now: float) -> list[StopReport]:
         if self._heap and self._heap[0][0] <= now:
             raise RuntimeError("injected: a bug in the deadline loop")
         return collect(self, now)
 
-    SessionManager._collect_due = collect_due  # type: ignore[method-assign]
+    mock.patch.object(SessionManager, "_collect_due", collect_due).start()
 
 
 def _reload() -> None:
-    build = app.build  # type: ignore[attr-defined]  # the name the daemon module looks up
-
-    def build_some(config: Any, factory: Any, only: set[str] | None = None) -> Any:
+    def build_some(config: Config, factory: Factory, only: set[str] | None = None) -> Rig:
         if only is not None:
             raise RuntimeError("injected: cannot build the new components")
         return build(config, factory, only)
 
-    app.build = build_some  # type: ignore[attr-defined]
+    mock.patch.object(app, "build", build_some).start()  # the name the daemon module looks up
 
 
 FAULTS = {"handler": _handler, "deadline-loop": _deadline_loop, "reload": _reload}

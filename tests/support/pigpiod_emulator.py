@@ -29,7 +29,7 @@ In-process use::
 
 Standalone (pigpiod for a process under test, e.g. a daemon run by systemd)::
 
-    python tests/pigpiod_emulator.py --port 8888 [--control-port 8889] [--host 127.0.0.1]
+    python tests/support/pigpiod_emulator.py --port 8888 [--control-port 8889] [--host 127.0.0.1]
 
 Once listening it prints one JSON line to stdout, ``{"port": N, "control_port": M, "pid": P}``, then serves
 until SIGTERM/SIGINT. The control port speaks JSON lines: each request is one JSON object with an ``op``,

@@ -6,6 +6,9 @@ network namespace is shared, so units reach servers of the test process on 127.0
 * /tmp, /var/tmp, /run and /var/log are fresh tmpfs (systemd's tmpfiles would otherwise clean the host's);
   the directories passed as ``share`` (by default pytest's basetemp, the venv and the checkout, where they
   lie under one of those) are bind-mounted back at the same path, so units can run files from ``tmp_path``;
+  ``bind(source, target)`` mounts any directory (read-only) at a path of the instance's own, such as one under its
+  /run, which a sandboxed unit still sees and whose ancestors every user may enter (tests/support/systemd_rover.py
+  shows the checkout's code to the rover-safety service that way);
 * /dev is a private tmpfs with null/zero/full/random/urandom/tty, a new devpts and /dev/console, which is a
   pty drained into ``<workdir>/console.log`` (no /dev/kmsg: journald does not import the host's kernel log);
 * /proc/sys and /sys are read-only; /sys/fs/cgroup is a cgroup2 mount of the instance's own sub-cgroup, so
@@ -56,6 +59,7 @@ PULLED_TARGETS = ("sysinit.target", "basic.target", "default.target", "network-o
 BOOT_ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                     "SYSTEMD_COLORS": "0"}
 CGROUP_PREFIX = "rover-systemd-harness-"  # + test process PID + counter
+CHECKOUT = Path(__file__).resolve().parents[2]  # tests/support/systemd_harness.py
 KEEP_UNMASKED = ("systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket")
 
 BOOT_SCRIPT = r"""#!/bin/sh
@@ -339,6 +343,15 @@ class SystemdInstance:
         """Host path of ``path`` as the instance sees it (through /proc/PID/root)."""
         return Path(f"/proc/{self.pid}/root") / path.lstrip("/")
 
+    def bind(self, source: Path, target: str, read_only: bool = True) -> None:
+        """Bind-mount ``source`` (a path the instance sees) at ``target`` inside the instance, before the units that
+        need it start. A bind mount reaches past directories that only root may enter and past those a unit's
+        sandbox hides (ProtectHome=), so a service user can read what lies below, as far as its own modes allow."""
+        self.root_path(target).mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.run("mount", "--bind", str(source), target)
+        if read_only:
+            self.run("mount", "-o", "remount,bind,ro", target)
+
     def daemon_reload(self) -> None:
         self.systemctl("daemon-reload")
 
@@ -419,8 +432,9 @@ class SystemdInstance:
                     return entry
             if time.monotonic() > deadline:
                 seen = "\n".join(str(entry.get("MESSAGE")) for entry in entries[-20:])
-                raise SystemdHarnessError(f"no matching journal entry after {timeout}s; last messages:\n{seen}")
-            time.sleep(0.1)
+                raise SystemdHarnessError(f"no matching journal entry ({dict(matches or {})}) after {timeout}s; last "
+                                          f"messages:\n{seen}")
+            time.sleep(0.05)
 
 
 def _shared_dirs(candidates: Iterable[Path]) -> list[Path]:
@@ -470,7 +484,7 @@ def default_shares(basetemp: Path) -> list[Path]:
 
 def default_code() -> list[Path]:
     """The interpreter's prefixes and the checkout: what services run, so what they must see."""
-    return [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+    return [Path(sys.prefix), Path(sys.base_prefix), CHECKOUT]
 
 
 def boot_or_skip(workdir: Path, share: Iterable[Path] = (), code: Iterable[Path] = ()) -> SystemdInstance:
