@@ -11,7 +11,7 @@ import pytest
 from tests.support.daemons import DaemonFactory
 from tests.support.hil import Gpio, gpio_backend
 
-pytest_plugins = ["tests.support.systemd_harness", "tests.support.systemd_rover"]
+pytest_plugins = ["tests.support.systemd_harness", "tests.support.systemd_rover", "tests.support.viam_sdk"]
 
 _skipped: list[str] = []
 

@@ -218,3 +218,32 @@ def test_sessions_and_watch_on_the_primary_show_the_part_and_its_link(rover: Rov
     (part,) = json.loads(result.stdout)["parts"]
     assert part["name"] == "arm" and part["state"] == "connected" and part["address"].endswith(str(rover.arm_port))
     client.close()
+
+
+def test_the_official_sdk_drives_both_boards_through_the_primary_and_its_death_stops_both(
+        rover: Rover, viam_python: str, tmp_path: Path) -> None:
+    from tests.support.viam_sdk import SdkClient
+
+    rover.start_arm()
+    rover.start_primary()
+    probe = Client(rover.port)
+    rover.wait_connected(probe)
+    probe.close()
+    sdk = SdkClient(viam_python, f"127.0.0.1:{rover.port}", (), tmp_path / "sdk.log")
+    try:
+        assert "motor/arm:shoulder" in sdk.resources and "motor/left" in sdk.resources, sdk.resources
+        sdk.ok("motor.set_power", "arm:shoulder", 0.7)
+        sdk.ok("motor.set_power", "left", 0.4)
+        assert rover.arm_duty() == pytest.approx(0.7, abs=0.01) and rover.main_duty() == pytest.approx(0.4, abs=0.01)
+        time.sleep(PRIMARY_WINDOW * 1.5)  # the SDK's heartbeats keep both going
+        assert rover.arm_duty() > 0 and rover.main_duty() > 0
+        killed = time.monotonic()
+        sdk.proc.kill()
+        wait_until(lambda: rover.arm_duty() == 0 and rover.main_duty() == 0, timeout=PRIMARY_WINDOW + 2,
+                   what="both boards to stop the dead SDK's motors")
+        main_took, arm_took = rover.main_off_at(killed) - killed, rover.arm_off_at(killed) - killed
+        print(f"after the SDK's SIGKILL: the primary's pin off in {main_took * 1000:.0f} ms, the arm's in "
+              f"{arm_took * 1000:.0f} ms (the primary's window {PRIMARY_WINDOW * 1000:.0f} ms)")
+        assert main_took <= PRIMARY_WINDOW + 0.3 and arm_took <= PRIMARY_WINDOW + 0.3
+    finally:
+        sdk.close()

@@ -7,103 +7,28 @@ creates), driven one command per line.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pytest
 from rover_safety.daemon.app import Daemon
 
 from tests.support.daemons import DaemonFactory, changed_at, duty, example_config
 from tests.support.logs import Records, captured, field
-from tests.support.viam_sdk import VIAM_PYTHON, sdk_env
+from tests.support.viam_sdk import SdkClient
 from tests.support.waiting import wait_until
-
-CLIENT = Path(__file__).parent / "support" / "viam_client.py"
 
 WINDOW = 0.5  # heartbeat_window of every daemon here; the SDK heartbeats every WINDOW / 5
 STOP_BOUND = WINDOW + 0.5  # a dead client's motor must be off this soon after it died (generous on a loaded 2-core box)
-REPLY_TIMEOUT = 15.0  # for any one reply of the client, connecting included
 
 # BCM pins of config/example.yaml: left is a+b+pwm, right is dir+pwm
 LEFT_A, LEFT_B, LEFT_PWM = 17, 27, 22
 RIGHT_DIR, RIGHT_PWM = 26, 19
 ALL_PINS = (LEFT_A, LEFT_B, LEFT_PWM, RIGHT_DIR, RIGHT_PWM)
-
-
-@pytest.fixture(scope="module")
-def viam_python() -> str:
-    if not VIAM_PYTHON.is_file():
-        pytest.skip(f"the official Viam SDK venv is missing: no {VIAM_PYTHON} (`make test` creates it; or set "
-                    "ROVER_SAFETY_VIAM_PYTHON to a python that has viam-sdk installed)")
-    probe = subprocess.run([str(VIAM_PYTHON), "-c", "import viam.robot.client"], capture_output=True, text=True,
-                           timeout=60, env=sdk_env())
-    if probe.returncode != 0:
-        pytest.skip(f"{VIAM_PYTHON} cannot import the Viam SDK (viam-sdk not installed there?): {probe.stderr[-500:]}")
-    return str(VIAM_PYTHON)
-
-
-class SdkClient:
-    """One viam_client.py process: `call("motor.set_power", "left", 0.5)` returns its JSON reply."""
-
-    def __init__(self, python: str, port: int, flags: tuple[str, ...], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [python, str(CLIENT), f"127.0.0.1:{port}", *flags],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=sdk_env(),
-        )
-        self._replies: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, name="viam-client-reader", daemon=True).start()
-        self.resources: list[str] = self._reply()["resources"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._replies.put(line)
-        self._replies.put(None)
-
-    def _reply(self) -> dict[str, Any]:
-        try:
-            line = self._replies.get(timeout=REPLY_TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"the SDK client did not answer within {REPLY_TIMEOUT:g} s; its log:\n{self.log()}")
-        if line is None:
-            pytest.fail(f"the SDK client exited (status {self.proc.wait(5)}); its log:\n{self.log()}")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    def call(self, *words: object) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(" ".join(map(str, words)) + "\n")
-        self.proc.stdin.flush()
-        return self._reply()
-
-    def ok(self, *words: object) -> dict[str, Any]:
-        reply = self.call(*words)
-        assert reply["ok"], f"{' '.join(map(str, words))} failed: {reply}\nclient log:\n{self.log()}"
-        return reply
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()[-4000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        self._log.close()
 
 
 class Connect(Protocol):
@@ -119,7 +44,7 @@ def sdk(viam_python: str, make_daemon: DaemonFactory, tmp_path: Path) -> Iterato
     clients: list[SdkClient] = []
 
     def connect(daemon: Daemon, *flags: str) -> SdkClient:
-        client = SdkClient(viam_python, daemon.port, flags, tmp_path / f"viam_client{len(clients)}.log")
+        client = SdkClient(viam_python, f"127.0.0.1:{daemon.port}", flags, tmp_path / f"viam_client{len(clients)}.log")
         clients.append(client)
         return client
 
