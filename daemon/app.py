@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -211,7 +212,7 @@ class Daemon:
         cfg = self.config
         if cfg.metrics_bind_address is None and cfg.web_bind_address is None:
             return
-        from rover_safety.web import OperatorPage, PageError, listening_socket, page_settings, url_host
+        from rover_safety.web import OperatorPage, PageError, listening_socket, page_settings, page_urls
 
         sockets: dict[str, socket.socket] = {}
         for key, address in (("network.metrics.bind_address", cfg.metrics_bind_address),
@@ -237,7 +238,7 @@ class Daemon:
             self.front_door.observer = self.metrics.on_rpc
             self._metrics_server = MetricsServer(self.metrics)
             await self._metrics_server.start(sockets["network.metrics.bind_address"])
-            log.info("metrics on http://%s:%d/metrics", url_host(cfg.metrics_bind_address), self._metrics_server.port)
+            log.info("metrics on %smetrics", page_urls("http", cfg.metrics_bind_address, self._metrics_server.port)[0])
             if not exposure.is_loopback(cfg.metrics_bind_address):
                 log.warning("network.metrics.bind_address %s is off loopback: anyone who reaches it reads the "
                             "metrics (no auth, plain HTTP); prefer loopback and a local Prometheus agent",
@@ -255,8 +256,13 @@ class Daemon:
                 raise StartupError(str(exc)) from None
             self.page = OperatorPage(settings)
             await self.page.start(sockets["network.web.bind_address"])
-            log.info("operator page on %s://%s:%d/%s", "https" if cfg.tls else "http", url_host(cfg.web_bind_address),
-                     self.page.port, " (log in with an API key)" if cfg.api_keys else "")
+            names, addresses = tls.local_names() if exposure.host_of(cfg.web_bind_address) in ("0.0.0.0", "::") \
+                else ([], [])
+            urls = page_urls("https" if cfg.tls else "http", cfg.web_bind_address, self.page.port, names, addresses)
+            certificate = (f"; its certificate's SHA-256 fingerprint (compare it when the browser asks): "
+                           f"{tls.fingerprint(Path(cfg.tls.cert_file).read_bytes())}") if cfg.tls else ""
+            log.info("operator page on %s%s%s", " ".join(urls), " (log in with an API key)" if cfg.api_keys else "",
+                     certificate)
 
     async def _stop_extras(self) -> None:
         """Stop what _start_extras started (on the serving loop, before gRPC stops)."""

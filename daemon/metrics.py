@@ -33,6 +33,7 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -62,6 +63,7 @@ class Metrics:
     """The daemon's metrics and the two feeds that update them (`on_event`, `on_rpc`)."""
 
     def __init__(self, *, gpio_backend: str, live_sessions: Callable[[], int]) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside each counter
         registry = self.registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -213,7 +215,7 @@ class MetricsServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(runner, sock).start()
         self.port = int(sock.getsockname()[1])
 
     async def stop(self) -> None:

@@ -63,5 +63,6 @@ class RobotService(Servicer, robot_pb2_grpc.RobotServiceServicer):
     async def StopAll(self, request: Any, context: Context) -> robot_pb2.StopAllResponse:
         moving = await self.run(self.app.stop_all)
         await self.run(self.app.refresh_status)
-        log.info("StopAll from %s: stopped everything (moving: %s)", context.peer(), ", ".join(moving) or "nothing")
+        log.info("StopAll from %s: stopped everything (moving: %s)", caller_of(context).peer,
+                 ", ".join(moving) or "nothing")
         return robot_pb2.StopAllResponse()

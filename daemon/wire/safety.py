@@ -67,11 +67,14 @@ class SafetyService(Servicer, safety_pb2_grpc.SafetyServiceServicer):
         yield event_message(Event("snapshot"), status_message(self.app.overview(viewer)))
         last_snapshot = loop.time()
         with self.app.events.subscribe() as events:
+            stale = False  # an event went without the state after it: a snapshot follows within SNAPSHOT_AT_MOST
             while True:
-                event = await events.next(SNAPSHOT_EVERY) or Event("snapshot")
+                wait = max(0.0, last_snapshot + SNAPSHOT_AT_MOST - loop.time()) if stale else SNAPSHOT_EVERY
+                event = await events.next(wait) or Event("snapshot")
                 status = None
                 if event.kind in ("snapshot", "lagged") or loop.time() - last_snapshot >= SNAPSHOT_AT_MOST:
                     status, last_snapshot = status_message(self.app.overview(viewer)), loop.time()
+                stale = status is None
                 yield event_message(event, status)
                 if event.kind == "shutting_down":
                     return
