@@ -74,7 +74,7 @@ class Daemon:
         self.on_pin_change = on_pin_change
         self.lock = threading.RLock()  # guards the rig during reload and shutdown, and every motion command
         self.events = EventHub()
-        self.commands = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="command")
+        self.commands = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="command", initializer=serving_thread)
         self._moving: frozenset[str] = frozenset()
         self._refused: str | None = "starting"
         self._fatal: str | None = None

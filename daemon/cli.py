@@ -42,6 +42,9 @@ def serve(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT leaves every thread's stack in the journal
+    from .realtime import raise_process_priority
+
+    raise_process_priority()  # before any thread starts: they all inherit it
     # Every thread started from here on inherits these blocked; only the main thread takes them, in sigwait().
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     from .app import Daemon  # imports grpc: only once the config is known to be good
