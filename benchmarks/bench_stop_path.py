@@ -1,6 +1,6 @@
-"""The stop path on pigpio, per wiring: pigpiod commands and time from stop() to the last off command.
+"""The stop path on pigpio and on lgpio, per wiring: calls, and time from stop() to the last off call.
 
-    python benchmarks/bench_stop_path.py [--stops 300]
+    python benchmarks/bench_stop_path.py [--stops 300] [--backend pigpio|lgpio|both]
 
 Runs the pigpiod emulator (tests/support/pigpiod_emulator.py) as a separate process on loopback, so that the client's
 timing is not shared with the emulator's GIL, and reads its command log (time.monotonic() of each request, the
@@ -23,17 +23,29 @@ of `--expiries` sessions drives the motor and lapses after `--window`; from each
 the stop thread's stop() returned, the time to the first duty-0 command (the cut), to the last off command, and to
 the stop's end (the manager's own `StopReport.latency`). Nothing else runs in this process: no gRPC, no GIL
 contention; this is what the pigpiod round trips add.
+
+On lgpio (a Raspberry Pi 5's only backend) the same rows run on gpiozero's own LGPIOFactory over the fake lgpio
+(tests/support/fake_lgpio), installed in this process: lgpio is a local library, so the stop is local calls, no
+round trip. Every lgpio call is counted (gpiozero's and ours), and the fake logs each call that changed a line with
+time.monotonic_ns(): call -> last off call is read from that log. Besides, from the fake's `settled_at`: when the
+line really follows, since lg's software PWM takes a new duty at the end of the period that is running (the fake
+takes the worst case, one whole period: 1250 us at 800 Hz). The fake's calls cost what the fake costs (a lock and a
+write to a shared file, in Python); the real lgpio is C, so these are an upper bound for the calls themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import queue
 import sys
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pigpio
@@ -42,8 +54,9 @@ from gpiozero import Motor as GpiozeroMotor
 from rover_safety.config import MotorConfig, MotorPins
 from rover_safety.daemon.realtime import realtime_thread
 from rover_safety.drivers import Motor, open_factory
-from rover_safety.sessions import LoopHooks, SessionEvent, SessionManager
+from rover_safety.sessions import LoopHooks, SessionEvent, SessionExpired, SessionManager
 
+from tests.support.fake_lgpio import FakeChip, create, installed, pi_revision
 from tests.support.pigpiod_emulator import EmulatorClient
 
 PWM, WRITE = 5, 4  # pigpiod command numbers
@@ -71,6 +84,7 @@ class Stats:
     commands: list[int]
     to_last_off: list[float]  # seconds from the stop() call to the last off command's arrival
     to_return: list[float]
+    to_settled: list[float] = field(default_factory=list)  # lgpio: to the last PWM line's settled_at
 
 
 def pct(values: list[float], q: float) -> float:
@@ -211,7 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stops", type=int, default=300, help="stops per wiring and path (default 300)")
     ap.add_argument("--expiries", type=int, default=100, help="session expiries per wiring (default 100)")
     ap.add_argument("--window", type=float, default=0.02, help="their heartbeat window, seconds (default 0.02)")
+    ap.add_argument("--backend", choices=("pigpio", "lgpio", "both"), default="both", help="default both")
     args = ap.parse_args(argv)
+    if args.backend in ("pigpio", "both"):
+        pigpio_tables(args)
+    if args.backend in ("lgpio", "both"):
+        if args.backend == "both":
+            print()
+        lgpio_tables(args)
+    return 0
+
+
+def pigpio_tables(args: argparse.Namespace) -> None:
     host = "127.0.0.1"
     with EmulatorClient.spawn(host=host) as emulator:
         print(f"# stop path on pigpio: {args.stops} stops per row, pigpiod emulator in its own process on loopback")
@@ -252,7 +277,181 @@ def main(argv: list[str] | None = None) -> int:
                 factory.close()
             print(f"| {case.name} | {count(stats)} | {us(cut)} | {us(stats.to_last_off)} | {us(stats.to_return)} |")
             emulator.clear_log()
-    return 0
+
+
+# --- lgpio ------------------------------------------------------------------------------------------------------
+
+# lg's PWM thread sleeps up to 20 ms between edges: a PWM just started may take that long to show its first edge
+# (the fake models it), so each motor runs a moment before it is measured, as a motor that was driving.
+PWM_START = 0.025
+LGPIO_CALLS = ("tx_pwm", "gpio_write", "gpio_read", "gpio_get_mode", "gpio_claim_output", "gpio_claim_input",
+               "gpio_free")
+
+
+class CallCounter:
+    """Counts every lgpio call made through the module (gpiozero's pins and rover-safety's off path look each
+    function up on it at call time)."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.calls = 0
+        self._module = module
+        self._saved = {name: getattr(module, name) for name in LGPIO_CALLS}
+        for name, function in self._saved.items():
+            setattr(module, name, self._counted(function))
+
+    def _counted(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            self.calls += 1
+            return function(*args)
+
+        return call
+
+    def restore(self) -> None:
+        for name, function in self._saved.items():
+            setattr(self._module, name, function)
+
+
+@contextlib.contextmanager
+def fake_lgpio() -> Iterator[tuple[ModuleType, FakeChip]]:
+    """The fake lgpio as this process's lgpio, on a Pi 5, with a fresh chip (a regular file for its node)."""
+    with tempfile.TemporaryDirectory(prefix="bench-lgpio-") as directory:
+        chip_path = Path(directory) / "chip.state"
+        create(chip_path, events=1 << 20)
+        (Path(directory) / "gpiochip0").touch()
+        with installed(chip_path, device=str(Path(directory) / "gpiochip{chip}")) as module, pi_revision(), \
+                FakeChip(chip_path) as chip:
+            yield module, chip
+
+
+def lgpio_off(event: Any) -> bool:
+    """Inside a stop every write drives an output to its off level, and a PWM duty 0 (at a running frequency)
+    takes the power away."""
+    return bool(event.kind == "write" or (event.kind == "pwm" and event.frequency > 0 and event.duty == 0.0))
+
+
+def measure_lgpio(chip: FakeChip, counter: CallCounter, stops: int, drive: Callable[[float], object],
+                  stop: Callable[[], object], pwm_pins: list[int]) -> Stats:
+    stats = Stats([], [], [], [])
+    time.sleep(PWM_START)
+    for i in range(stops):
+        drive(0.6 if i % 2 == 0 else -0.6)
+        time.sleep(0.002)  # past the PWM period the drive's duty change started, as a motor that ran a moment
+        before = counter.calls
+        called_ns = time.monotonic_ns()
+        stop()
+        returned_ns = time.monotonic_ns()
+        stats.commands.append(counter.calls - before)
+        offs = [e.t_ns for e in chip.events_since(called_ns) if e.t_ns <= returned_ns and lgpio_off(e)]
+        stats.to_last_off.append(((max(offs) if offs else returned_ns) - called_ns) / 1e9)
+        stats.to_return.append((returned_ns - called_ns) / 1e9)
+        stats.to_settled.append((max(chip.line(p).settled_at for p in pwm_pins) - called_ns) / 1e9)
+    return stats
+
+
+def lgpio_floor(module: ModuleType, factory: Any, chip: FakeChip, counter: CallCounter, stops: int) -> Stats:
+    handle = factory._handle
+    module.gpio_claim_output(handle, 18, 0)
+    module.tx_pwm(handle, 18, 800, 0)
+    try:
+        return measure_lgpio(chip, counter, stops, lambda power: module.tx_pwm(handle, 18, 800, 60),
+                             lambda: module.tx_pwm(handle, 18, 800, 0), [18])
+    finally:
+        module.tx_pwm(handle, 18, 0, 0)
+        module.gpio_free(handle, 18)
+
+
+def pwm_pins_of(pins: MotorPins) -> list[int]:
+    used = pins.used()
+    return [used["a"], used["b"]] if pins.wiring == "a+b" else [used["pwm"]]
+
+
+def lgpio_expiries(chip: FakeChip, counter: CallCounter, factory: Any, case: Case, count_: int,
+                   window: float) -> tuple[Stats, list[float]]:
+    """As `expiries`, read from the fake's log: from each deadline, the lgpio calls until the stop was over, the
+    time to the first duty 0 (the cut), to the last off call, to the stop's end, and to the PWM lines' settled_at."""
+    motor = Motor(MotorConfig("m", case.pins), factory)
+    ended: queue.Queue[SessionEvent] = queue.Queue()
+    manager = SessionManager({"m": motor}, window, hooks=LoopHooks(thread_setup=realtime_thread),
+                             on_event=lambda e: ended.put(e) if e.kind == "expired" else None)
+    pwm = pwm_pins_of(case.pins)
+    stats, cut = Stats([], [], [], []), list[float]()
+    time.sleep(PWM_START)
+    try:
+        i = 0
+        while len(cut) < count_:
+            i += 1
+            session = manager.start()
+            try:
+                manager.associate_resource(session.id, "m")
+                motor.set_power(0.6 if i % 2 == 0 else -0.6)
+            except SessionExpired:  # the machine stalled past the window before it could drive: not an expiry
+                continue
+            before = counter.calls
+            event = ended.get(timeout=5)
+            assert event.session_id == session.id and event.latency is not None, event
+            until_ns = time.monotonic_ns()
+            calls = counter.calls - before
+            deadline_ns = round(session.deadline * 1e9)
+            inside = [e for e in chip.events_since(deadline_ns) if e.t_ns <= until_ns]
+            offs = [e.t_ns for e in inside if lgpio_off(e)]
+            stats.commands.append(calls)
+            stats.to_last_off.append((max(offs) - deadline_ns) / 1e9)
+            stats.to_return.append(event.latency)
+            cut.append((min(e.t_ns for e in inside if e.kind == "pwm" and e.duty == 0.0) - deadline_ns) / 1e9)
+            stats.to_settled.append((max(chip.line(p).settled_at for p in pwm) - deadline_ns) / 1e9)
+    finally:
+        manager.close()
+        motor.close()
+    return stats, cut
+
+
+def lgpio_tables(args: argparse.Namespace) -> None:
+    with fake_lgpio() as (module, chip):
+        print(f"# stop path on lgpio: {args.stops} stops per row, gpiozero's LGPIOFactory on the fake lgpio in this "
+              "process (local calls, as on a Pi 5)")
+        print(f"# {platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
+              f"{time.strftime('%Y-%m-%d')}")
+        print()
+        print("# settled: the fake's worst case, one whole period of the running PWM (800 Hz: 1250 us; gpiozero's own "
+              "classes: 100 Hz, 10 ms)")
+        print()
+        print("| wiring | path | lgpio calls per stop | call -> last off call, us p50 / p99 "
+              "| call -> return, us p50 / p99 | call -> PWM line settled, us p50 / p99 |")
+        print("|---|---|---|---|---|---|")
+        factory = open_factory("lgpio")
+        counter = CallCounter(module)
+        try:
+            floor_stats = lgpio_floor(module, factory, chip, counter, args.stops)
+            print(lgpio_row("(floor)", "one raw `lgpio.tx_pwm(h, pin, 800, 0)`", floor_stats))
+            for case in CASES:
+                for path, build in (("rover-safety `Motor.stop()`", rover_safety_path), ("gpiozero", gpiozero_path)):
+                    if path == "gpiozero" and case.gpiozero.startswith("("):
+                        continue
+                    drive, stop, close = build(factory, case)
+                    stats = measure_lgpio(chip, counter, args.stops, drive, stop, pwm_pins_of(case.pins))
+                    close()
+                    outputs = len(case.pins.used())
+                    what = f"{path} ({outputs} outputs)" if path != "gpiozero" else f"gpiozero: {case.gpiozero}"
+                    print(lgpio_row(case.name, what, stats))
+            print()
+            print(f"# expiry path on lgpio: {args.expiries} session expiries per row (window {args.window * 1000:g} "
+                  "ms), SessionManager with real-time deadline and stop threads: cut_power() then stop()")
+            print()
+            print("| wiring | lgpio calls per expiry | deadline -> duty 0 (the cut), us p50 / p99 "
+                  "| deadline -> last off call, us p50 / p99 | deadline -> stop() done, us p50 / p99 "
+                  "| deadline -> PWM line settled, us p50 / p99 |")
+            print("|---|---|---|---|---|---|")
+            for case in CASES:
+                stats, cut = lgpio_expiries(chip, counter, factory, case, args.expiries, args.window)
+                print(f"| {case.name} | {count(stats)} | {us(cut)} | {us(stats.to_last_off)} | {us(stats.to_return)} "
+                      f"| {us(stats.to_settled)} |")
+        finally:
+            counter.restore()
+            factory.close()
+
+
+def lgpio_row(name: str, what: str, s: Stats) -> str:
+    return f"| {name} | {what} | {count(s)} | {us(s.to_last_off)} | {us(s.to_return)} | {us(s.to_settled)} |"
 
 
 if __name__ == "__main__":

@@ -127,13 +127,15 @@ class Daemon:
         Nothing is touched before the config has passed the open-door rule and the TLS files can be read.
         """
         cfg = self.config
-        warning = exposure.check(cfg, cfg.bind_address)
+        warnings = [exposure.check(cfg, cfg.bind_address)]
+        if cfg.web_bind_address is not None:  # the operator page: the same rule, before anything is touched
+            warnings.append(exposure.check(cfg, cfg.web_bind_address, "network.web.bind_address"))
         credentials = tls.server_credentials(cfg.tls) if cfg.tls is not None else None
-        if warning:
+        for warning in filter(None, warnings):
             journal.event("insecure", logging.WARNING, warning)
         try:
             factory = open_factory(cfg.pin_factory, cfg.pigpio_host, cfg.pigpio_port, self.on_pin_change,
-                                   timeout=command_timeout(cfg.heartbeat_window))
+                                   timeout=command_timeout(cfg.heartbeat_window), lgpio_chip=cfg.lgpio_chip)
         except PinFactoryError as exc:
             raise StartupError(str(exc)) from None
         try:
@@ -219,10 +221,6 @@ class Daemon:
                              ("network.web.bind_address", cfg.web_bind_address)):
             if address is None:
                 continue
-            if key == "network.web.bind_address":
-                warning = exposure.check(cfg, address, key)
-                if warning:
-                    journal.event("insecure", logging.WARNING, warning)
             try:
                 sockets[key] = listening_socket(address)
             except OSError as exc:
@@ -482,10 +480,11 @@ class Daemon:
                 log.warning("reload: %s changed; this takes a restart (still as before)", key)
         new = replace(new, tls=old.tls, web_bind_address=old.web_bind_address,
                       metrics_bind_address=old.metrics_bind_address, remotes=old.remotes)
-        backend = (new.pin_factory, new.pigpio_host, new.pigpio_port)
-        if backend != (old.pin_factory, old.pigpio_host, old.pigpio_port):
+        backend = (new.pin_factory, new.pigpio_host, new.pigpio_port, new.lgpio_chip)
+        if backend != (old.pin_factory, old.pigpio_host, old.pigpio_port, old.lgpio_chip):
             log.warning("reload: gpio settings changed; this takes a restart (still on %s)", old.pin_factory)
-            new = replace(new, pin_factory=old.pin_factory, pigpio_host=old.pigpio_host, pigpio_port=old.pigpio_port)
+            new = replace(new, pin_factory=old.pin_factory, pigpio_host=old.pigpio_host, pigpio_port=old.pigpio_port,
+                          lgpio_chip=old.lgpio_chip)
         old_motors = {m.name: m for m in old.motors}
         new_motors = {m.name: m for m in new.motors}
         old_bases = {b.name: b for b in old.bases}

@@ -4,15 +4,19 @@ operator (sessions, watch, stop-all, drive: clients of the daemon's API, in rove
 from __future__ import annotations
 
 import argparse
+import atexit
 import faulthandler
 import logging
 import re
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from rover_safety.config import Config, ConfigError, load
@@ -50,6 +54,10 @@ def serve(args: argparse.Namespace) -> int:
     from .app import Daemon  # imports grpc: only once the config is known to be good
     from .errors import StartupError
 
+    if args.web:
+        config = _with_page(config, args.web, args.simulate)
+        if config is None:
+            return 1
     for warning in config.warnings:
         log.warning("%s", warning)
     printer = _pin_printer(config) if args.simulate else None
@@ -82,6 +90,35 @@ def serve(args: argparse.Namespace) -> int:
             log.critical("shutdown failed: %r", exc)
             return 1
     return 1 if daemon.failure else 0
+
+
+def _with_page(config: Config, address: str, simulate: bool) -> Config | None:
+    """The config with the operator page on `address` (`serve --web`).
+
+    Off loopback the page needs API keys and TLS, like the gRPC port. With --simulate and neither configured, this
+    makes both for this run only (a key called `phone` and a certificate in a temporary folder, gone with the
+    process), so that a person gets the page on their phone in one step; without --simulate the config must have
+    them (the open-door rule explains how).
+    """
+    from rover_safety.config import ApiKey, TlsFiles
+
+    from . import exposure
+
+    config = replace(config, web_bind_address=address)
+    if not simulate or exposure.is_loopback(address) or exposure.protected(config):
+        return config
+    from . import tls
+    from .auth import key_hash
+
+    folder = Path(tempfile.mkdtemp(prefix="rover-safety-demo-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    names, addresses = tls.local_names()
+    cert, key_file = tls.generate(folder, names, addresses, days=2)
+    key = secrets.token_urlsafe(16)
+    print(f"--simulate --web {address}: for this run only, API key id `phone`, key {key}; certificate "
+          f"{tls.fingerprint(cert.read_bytes())}", flush=True)
+    return replace(config, tls=TlsFiles(str(cert), str(key_file)),
+                   api_keys=(*config.api_keys, ApiKey("phone", key_hash(key))))
 
 
 def _pin_printer(config: Config) -> Callable[[int, float], None]:
@@ -170,6 +207,9 @@ def parser(operator: bool = True) -> argparse.ArgumentParser:
 
     s = command("serve", "run the daemon in the foreground")
     s.add_argument("--simulate", action="store_true", help="use simulated pins and print what they do")
+    s.add_argument("--web", metavar="ADDRESS", help="serve the operator page on host:port (network.web.bind_address); "
+                                                    "with --simulate off loopback, a key and a certificate are made "
+                                                    "for this run")
     s.set_defaults(func=serve)
     command("check-config", "validate the config and print the effective settings").set_defaults(func=check_config)
     ss = command("safe-stop", "drive every configured output off, without the daemon, and exit")

@@ -111,6 +111,6 @@ def _recorded() -> Config | None:
 
 def _same_pins(a: Config, b: Config) -> bool:
     def key(c: Config) -> tuple[object, ...]:
-        return (c.pin_factory, c.pigpio_host, c.pigpio_port, tuple((m.name, m.pins) for m in c.motors))
+        return (c.pin_factory, c.pigpio_host, c.pigpio_port, c.lgpio_chip, tuple((m.name, m.pins) for m in c.motors))
 
     return key(a) == key(b)

@@ -10,6 +10,7 @@ from rover_safety.config import Config, MotorConfig
 
 from .errors import PinFactoryError
 from .pins import COMMAND_TIMEOUT, open_factory
+from .pins.lgpio import OffLine, claim_off
 from .pins.pigpio import bound_commands, stop_connection
 
 
@@ -29,8 +30,14 @@ def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float
 
     On pigpio this is one command per pin on a fresh connection, so it works whether the daemon is running, hung or
     dead: duty 0 on each PWM pin (pigpiod makes the pin an output, low, still in PWM mode, so a daemon that is still
-    running can drive it again), a WRITE on every other pin. Each command is bounded by `timeout` seconds. On other
-    factories it opens the pins itself.
+    running can drive it again), a WRITE on every other pin. Each command is bounded by `timeout` seconds.
+
+    On lgpio (a Pi 5) nothing of the daemon's survives it: a killed daemon's software PWM stopped wherever it was,
+    possibly high, and the kernel released its lines still driving that. Each line is claimed afresh as an output at
+    its off level, PWM outputs first, on /dev/gpiochip<gpio.lgpio.chip> (one ioctl each), then released: off, even
+    the ones left high. A live daemon holds its lines, so there this fails, saying so (pigpio's works under it).
+
+    On other factories it opens the pins itself.
     """
     kind = factory_kind or config.pin_factory
     done: list[str] = []
@@ -61,6 +68,11 @@ def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float
         finally:
             stop_connection(pi)
         return done
+    if kind == "lgpio":
+        ordered = [(role in pwm_roles(motor), OffLine(f"{motor.name}.{role}", pin, level))
+                   for motor in config.motors for role, pin, level in off_levels(motor)]
+        return claim_off([line for pwm, line in ordered if pwm] + [line for pwm, line in ordered if not pwm],
+                         config.lgpio_chip)
     factory = open_factory(kind, config.pigpio_host, config.pigpio_port)
     for motor in config.motors:
         for role, pin, level in off_levels(motor):

@@ -7,6 +7,7 @@ from typing import Protocol
 from gpiozero import Device
 from gpiozero.pins import Factory
 
+from .pins.lgpio import LgpioOutputs, is_lgpio
 from .pins.pigpio import PigpioOutputs
 
 
@@ -31,6 +32,11 @@ class PinOutputs:
 
 
 def outputs_for(factory: Factory) -> Outputs:
-    """The fastest way to turn outputs off on this factory: pigpio's own connection, else gpiozero's pins."""
+    """The fastest way to turn outputs off on this factory: pigpio's own connection, lgpio's own chip handle (one
+    local call per output), else gpiozero's pins."""
     connection = getattr(factory, "connection", None)
-    return PigpioOutputs(connection) if connection is not None else PinOutputs()
+    if connection is not None:
+        return PigpioOutputs(connection)
+    if is_lgpio(factory):
+        return LgpioOutputs(factory)
+    return PinOutputs()

@@ -5,6 +5,13 @@
 #   sudo systemd/install.sh --no-start    the same, but only enable it (it starts at the next boot)
 #   sudo systemd/install.sh --uninstall   remove the service, the catalog and the venv; keep the config and the user
 #   sudo systemd/install.sh --user-only   only create the rover-safety user and the gpio group
+#   systemd/install.sh --detect-board     say which pin factory a new config gets on this board, and why; change
+#                                         nothing (no root needed)
+#
+# A new config gets the pin factory that fits the board: lgpio on a Raspberry Pi 5 (pigpiod does not run there),
+# pigpio on older Pis (whose pigpiod must run), and pigpio also off a Pi, saying so (only a pigpiod elsewhere can
+# drive a rover's pins from here; mock, simulated pins, would have the service report ready while guarding
+# nothing). The board is read from /proc/device-tree/model, else from /proc/cpuinfo's Revision.
 #
 # An existing $ROVER_SAFETY_CONF_DIR/config.yaml is never overwritten. The locations can be moved with these
 # environment variables (deliberately not plain PREFIX etc., which a build environment may export):
@@ -16,6 +23,9 @@
 #   ROVER_SAFETY_CONF_DIR (/etc/rover-safety)
 #   ROVER_SAFETY_UNIT_DIR (/etc/systemd/system)      under /run the unit is enabled with --runtime
 #   ROVER_SAFETY_CATALOG_DIR (/usr/lib/systemd/catalog)  journalctl --update-catalog reads only this directory
+#   ROVER_SAFETY_PIN_FACTORY (from the board)  a new config's gpio.pin_factory: pigpio, lgpio, rpigpio or mock
+#   ROVER_SAFETY_BOARD_MODEL (/proc/device-tree/model) and ROVER_SAFETY_CPUINFO (/proc/cpuinfo): where the board
+#                                                     is read from
 # The unit's ExecStart=/ExecStopPost= paths and --config are rewritten to match.
 set -euo pipefail
 
@@ -25,6 +35,8 @@ PYTHON=${ROVER_SAFETY_PYTHON:-/usr/bin/python3}
 CONF_DIR=${ROVER_SAFETY_CONF_DIR:-/etc/rover-safety}
 UNIT_DIR=${ROVER_SAFETY_UNIT_DIR:-/etc/systemd/system}
 CATALOG_DIR=${ROVER_SAFETY_CATALOG_DIR:-/usr/lib/systemd/catalog}
+BOARD_MODEL=${ROVER_SAFETY_BOARD_MODEL:-/proc/device-tree/model}
+CPUINFO=${ROVER_SAFETY_CPUINFO:-/proc/cpuinfo}
 UNIT=rover-safety.service
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -38,10 +50,82 @@ for arg in "$@"; do
         --uninstall) mode=uninstall ;;
         --user-only) mode=user ;;
         --no-start) start=no ;;
+        --detect-board) mode=detect ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg (see $0 --help)" ;;
     esac
 done
+
+# --- which pin factory fits this board ---------------------------------------------------------------------------
+# Sets $factory (pigpio | lgpio) and $board (what the board is, and how that was found).
+detect_board() {
+    local model="" revision="" rev processor
+    if [ -r "$BOARD_MODEL" ]; then
+        model=$(tr -d '\0' < "$BOARD_MODEL")
+    fi
+    if [ -n "$model" ]; then
+        board="$model (from $BOARD_MODEL)"
+        case $model in
+            "Raspberry Pi 5"* | "Raspberry Pi Compute Module 5"*) factory=lgpio; return ;;  # also the Pi 500
+            "Raspberry Pi"*) factory=pigpio; return ;;
+        esac
+        factory=pigpio; board="not a Raspberry Pi: $board"; return
+    fi
+    if [ -r "$CPUINFO" ]; then
+        revision=$(sed -n 's/^Revision[[:space:]]*:[[:space:]]*\([0-9a-fA-F]\{1,8\}\)[[:space:]]*$/\1/p' "$CPUINFO" | head -n 1)
+        model=$(sed -n 's/^Model[[:space:]]*:[[:space:]]*//p' "$CPUINFO" | head -n 1)
+    fi
+    if [ -n "$revision" ]; then
+        rev=$((16#$revision))
+        board="${model:-a board} with Revision $revision (from $CPUINFO)"
+        if (( rev & 0x800000 )); then  # new-style code: the processor is bits 12-15 (4: BCM2712, the Pi 5's)
+            processor=$(( (rev >> 12) & 0xF ))
+            if (( processor == 4 )); then factory=lgpio; else factory=pigpio; fi
+            return
+        fi
+        if (( (rev & 0xFFFFFF) >= 0x2 && (rev & 0xFFFFFF) <= 0x15 )); then  # an old-style code: a first Pi
+            factory=pigpio; return
+        fi
+    fi
+    factory=pigpio
+    board="not a Raspberry Pi: no board model in $BOARD_MODEL and no Raspberry Pi revision in $CPUINFO"
+}
+
+# The pin factory for a new config, said out loud (never a silent choice); sets $factory.
+choose_factory() {
+    detect_board
+    if [ -n "${ROVER_SAFETY_PIN_FACTORY:-}" ]; then
+        case $ROVER_SAFETY_PIN_FACTORY in
+            pigpio | lgpio | rpigpio | mock) ;;
+            *) die "ROVER_SAFETY_PIN_FACTORY=$ROVER_SAFETY_PIN_FACTORY: use pigpio, lgpio, rpigpio or mock" ;;
+        esac
+        say "board: $board; pin_factory: $ROVER_SAFETY_PIN_FACTORY, as ROVER_SAFETY_PIN_FACTORY says"
+        if [ "$factory" = lgpio ] && [ "$ROVER_SAFETY_PIN_FACTORY" != lgpio ]; then
+            say "warning: this is a Raspberry Pi 5, which only lgpio drives (pigpiod and RPi.GPIO do not run on it)"
+        fi
+        factory=$ROVER_SAFETY_PIN_FACTORY
+        return
+    fi
+    case $board in
+        "not a Raspberry Pi"*)
+            say "board: $board; pin_factory: pigpio, which needs a pigpiod: point gpio.pigpio.host at a Pi's" \
+                "(pigpiod with remote access), or set pin_factory: mock to try it on simulated pins (nothing driven)" ;;
+        *)
+            if [ "$factory" = lgpio ]; then
+                say "board: $board; pin_factory: lgpio (a Raspberry Pi 5 has only lgpio: pigpiod does not run on it)"
+            else
+                say "board: $board; pin_factory: pigpio (lgpio works too); pigpiod must run:" \
+                    "sudo apt install pigpiod && sudo systemctl enable --now pigpiod"
+            fi ;;
+    esac
+}
+
+if [ "$mode" = detect ]; then
+    choose_factory
+    printf 'pin_factory: %s\n' "$factory"
+    exit 0
+fi
+
 [ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
 
 # A unit in /run disappears at reboot, and so must its enablement (systemctl refuses anything else there).
@@ -106,11 +190,13 @@ from the system's Python (ROVER_SAFETY_PYTHON=/usr/bin/python3) in a directory e
 
 install -d -m 755 "$CONF_DIR"
 if [ ! -e "$CONF_DIR/config.yaml" ]; then
-    sed -e 's/^  pin_factory: mock .*/  pin_factory: pigpio                   # pigpio | lgpio | rpigpio | mock/' \
-        "$SRC/config/example.yaml" > "$CONF_DIR/config.yaml.new"
+    choose_factory
+    line=$(printf '  pin_factory: %-25s# pigpio | lgpio | rpigpio | mock' "$factory")
+    sed -e "s/^  pin_factory: mock .*/$line/" "$SRC/config/example.yaml" > "$CONF_DIR/config.yaml.new"
+    grep -qx "$line" "$CONF_DIR/config.yaml.new" || die "config/example.yaml has no '  pin_factory: mock' line to set"
     chmod 644 "$CONF_DIR/config.yaml.new"
     mv -n "$CONF_DIR/config.yaml.new" "$CONF_DIR/config.yaml"
-    say "wrote a default $CONF_DIR/config.yaml (pin_factory: pigpio): edit it for your wiring"
+    say "wrote a default $CONF_DIR/config.yaml (pin_factory: $factory): edit it for your wiring"
 else
     say "keeping the existing $CONF_DIR/config.yaml"
 fi
@@ -142,7 +228,25 @@ rm -f "$UNIT_DIR/$UNIT.d/pigpio.conf"
 rmdir "$UNIT_DIR/$UNIT.d" 2>/dev/null || true
 backend=$("$VENV/bin/python" -c 'import sys; from rover_safety.config import load; c = load(sys.argv[1]); print(c.pin_factory, c.pigpio_host)' "$CONF_DIR/config.yaml")
 case $backend in
+    "lgpio "*)
+        # lgpio is not among the package's requirements (pip cannot build it everywhere): a Pi 5 needs it in the venv
+        # (Raspberry Pi OS's python3-lgpio serves only the system's own Python). PyPI has wheels for Python 3.9-3.12.
+        if ! "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("lgpio") is None)'; then
+            if [ -n "${ROVER_SAFETY_VENV:-}" ]; then
+                say "warning: pin factory lgpio, but $VENV has no lgpio module: the service will refuse to start" \
+                    "until it does ($VENV/bin/pip install lgpio)"
+            else
+                say "pin factory lgpio: installing lgpio into $VENV"
+                "$VENV/bin/pip" install -q lgpio || die "cannot install lgpio into $VENV (pip install lgpio): the" \
+                    "service needs it on a Raspberry Pi 5"
+            fi
+        fi ;;
     "pigpio localhost" | "pigpio 127."* | "pigpio ::1" | "pigpio $HOSTNAME")
+        detect_board
+        if [ "$factory" = lgpio ]; then
+            say "warning: $CONF_DIR/config.yaml uses pigpio on this machine, a Raspberry Pi 5 ($board), where" \
+                "pigpiod does not run: set gpio.pin_factory: lgpio and run this again"
+        fi
         install -d -m 755 "$UNIT_DIR/$UNIT.d"
         printf '# Written by install.sh: the config uses pigpiod on this machine.\n[Unit]\nWants=pigpiod.service\nAfter=pigpiod.service\n' \
             > "$UNIT_DIR/$UNIT.d/pigpio.conf"

@@ -301,7 +301,8 @@ def test_a_killed_pwm_owner_leaves_its_line_frozen_high(
 
     killed_at = time.monotonic_ns()
     owner.send_signal(signal.SIGKILL)
-    assert chip.wait_for(lambda: process_state(owner.pid) == "Z", 5)  # a zombie: not reaped, its pid still there
+    # the kernel releases the line as the process dies: while it is still a zombie (not reaped, its pid still there)
+    assert chip.wait_for(lambda: process_state(owner.pid) == "Z" and not chip.line(22).owner_alive, 5)
     line = chip.line(22)
     assert (line.mode, line.direction, line.owner_pid, line.owner_alive) == ("free", "output", owner.pid, False)
     assert (line.level, line.frozen, line.duty, line.frequency) == (1, True, None, None)

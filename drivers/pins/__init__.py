@@ -1,19 +1,21 @@
 """Pin factories, chosen explicitly and verified: never gpiozero's silent fallback to another one.
 
-One module per backend with what only it needs (`pigpio.py`, `mock.py`); this module opens them and answers the
-questions the daemon asks of any backend (is it a separate process that can go away, is it still there).
+One module per backend with what only it needs (`pigpio.py`, `lgpio.py`, `mock.py`); this module opens them and
+answers the questions the daemon asks of any backend (is it a separate process that can go away, is it still there).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 
 from gpiozero import PinFactoryFallback
 from gpiozero.pins import Factory
 
 from ..errors import PinFactoryError
+from . import lgpio as _lgpio
 from . import pigpio as _pigpio
 from .mock import PinWatcher, simulated_factory
 from .pigpio import COMMAND_TIMEOUT, disconnect, wait_for_hangup
@@ -21,7 +23,7 @@ from .pigpio import COMMAND_TIMEOUT, disconnect, wait_for_hangup
 _MODULES = {"pigpio": "pigpio", "lgpio": "lgpio", "rpigpio": "RPi.GPIO"}
 _INSTALL = {
     "pigpio": "sudo apt install python3-pigpio, or pip install pigpio",
-    "lgpio": "sudo apt install python3-lgpio, or pip install lgpio",
+    "lgpio": f"{sys.executable} -m pip install lgpio",  # (lgpio.import_lgpio says more, and is what normally says it)
     "rpigpio": "sudo apt install python3-rpi.gpio, or pip install RPi.GPIO",
 }
 
@@ -45,10 +47,13 @@ def open_factory(
     on_change: PinWatcher | None = None,
     *,
     timeout: float = COMMAND_TIMEOUT,
+    lgpio_chip: int | None = None,
 ) -> Factory:
     """Open exactly the pin factory asked for: never gpiozero's silent fallback to another one.
 
-    On pigpio, every command on the factory's connection is bounded by `timeout` seconds.
+    On pigpio, every command on the factory's connection is bounded by `timeout` seconds. On lgpio, `lgpio_chip`
+    is the /dev/gpiochipN to open (gpio.lgpio.chip; None: gpiozero picks it), and each way it can fail has its own
+    message (see lgpio.open_factory).
     """
     warnings.simplefilter("error", PinFactoryFallback)
     try:
@@ -62,9 +67,7 @@ def open_factory(
             _pigpio.bound_commands(factory.connection, timeout)
             return factory
         if kind == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
-
-            return LGPIOFactory()
+            return _lgpio.open_factory(lgpio_chip)
         if kind == "rpigpio":
             from gpiozero.pins.rpigpio import RPiGPIOFactory
 
@@ -81,7 +84,7 @@ def open_factory(
     except Exception as exc:
         hint = {
             "pigpio": f"cannot reach pigpiod at {host}:{port} ({exc}); is it running? (sudo systemctl start pigpiod)",
-            "lgpio": f"lgpio cannot open the GPIO chip ({exc}); this needs a Raspberry Pi and access to /dev/gpiochip*",
+            "lgpio": f"lgpio failed ({exc!r})",  # its known failures are PinFactoryErrors of their own (lgpio.py)
             "rpigpio": f"RPi.GPIO cannot run here ({exc}); this needs a Raspberry Pi 4 or older",
         }.get(kind, f"{kind}: {exc}")
         raise PinFactoryError(f"gpio.pin_factory {kind}: {hint}") from None
