@@ -167,6 +167,13 @@ def gen_cert(args: argparse.Namespace) -> int:
     from . import tls
 
     directory = Path(args.dir)
+    if args.show:
+        try:
+            print(f"SHA-256 fingerprint: {tls.fingerprint((directory / 'cert.pem').read_bytes())}")
+        except (OSError, ValueError) as exc:
+            log.error("gen-cert --show: cannot read %s: %s", directory / "cert.pem", exc)
+            return 1
+        return 0
     existing = [p for p in (directory / "cert.pem", directory / "key.pem") if p.exists()]
     if existing and not args.force:
         log.error("gen-cert: not overwriting %s (use --force to replace)", " and ".join(map(str, existing)))
@@ -229,6 +236,7 @@ def parser(operator: bool = True) -> argparse.ArgumentParser:
     gc.add_argument("--address", action="append", default=[], help="another IP address for the certificate")
     gc.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
     gc.add_argument("--force", action="store_true", help="replace an existing certificate and key")
+    gc.add_argument("--show", action="store_true", help="only print the existing certificate's fingerprint")
     gc.add_argument("--group", help="let this group read the key (the daemon's, e.g. rover-safety): mode 0640")
     gc.set_defaults(func=gen_cert)
     if operator:
