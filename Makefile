@@ -8,7 +8,7 @@ CONFIG   ?= config/example.yaml
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux shellcheck \
-                chromium chromium-driver prometheus
+                chromium chromium-driver prometheus faketime
 VIAM_SDK := viam-sdk==0.85.1
 
 .PHONY: run test lint typecheck bench protos deps install uninstall clean
@@ -86,9 +86,6 @@ RELIABILITY_TESTS := tests/test_reliability.py tests/test_reliability_load.py te
 
 .PHONY: reliability
 reliability: $(BIN)/.installed
-	@dpkg-query -W -f='$${Status}' faketime 2>/dev/null | grep -q "ok installed" || \
-	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq faketime; }
-	@$(BIN)/python -c 'import h2' 2>/dev/null || $(BIN)/pip install -q 'h2>=4.1'
 	rm -f build/reliability.json
 	$(BIN)/python -m pytest -p tests.support.fault_links -p no:cacheprovider $(RELIABILITY_TESTS) $(PYTEST_ARGS); \
 	  status=$$?; $(BIN)/python scripts/reliability_report.py && exit $$status

@@ -2,7 +2,7 @@
 
 A thread of its own connects with the client library (API key and TLS as configured), lists the part's resources,
 and follows its event stream: a "shutting_down" event or a broken stream (keepalive pings notice a dead link within
-a fraction of a second) marks the part lost at once, and the daemon ends the user sessions that drove its resources;
+about 1.5 s) marks the part lost at once, and the daemon ends the user sessions that drove its resources;
 when the stream is back, so are the resources, without a restart of the primary.
 """
 
@@ -24,7 +24,10 @@ from .resources import RemoteResource
 
 log = logging.getLogger("rover-safety")
 
-KEEPALIVE = 0.2  # seconds between pings on the link: a dead link is noticed within about 0.3 s
+# Seconds between pings on the link (each may take half that to answer): a dead link is noticed within about 1.5 s.
+# Safety never waits for it (the part's own expiry of this daemon's session stops what it drove); a shorter one
+# would take a part that is only slow under CPU load for a lost one.
+KEEPALIVE = 1.0
 RETRY = (0.2, 2.0)  # seconds between connection attempts: first, then at most
 CONNECTED, LOST, CONNECTING = "connected", "lost", "connecting"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from rover_safety.api import motor_pb2, robot_pb2
+from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
 
 from tests.support.grpc_client import Client, Heartbeats
 from tests.support.hil import Served, served
@@ -69,11 +69,12 @@ class Rover:
         return offs[0]
 
     def wait_connected(self, client: Client) -> None:
-        def listed() -> bool:
-            names = client.robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5).resources
-            return "arm:shoulder" in {r.name for r in names}
+        def connected() -> bool:
+            status = client.safety.GetStatus(safety_pb2.GetStatusRequest(), timeout=5)
+            return any(p.name == "arm" and p.state == "connected" for p in status.parts) and any(
+                r.name == "arm:shoulder" for r in status.resources)
 
-        wait_until(listed, timeout=15, what="the primary to list the arm's resources", interval=0.05)
+        wait_until(connected, timeout=15, what="the primary connected to the arm", interval=0.05)
 
     def close(self) -> None:
         for context in reversed(self._contexts):
