@@ -75,7 +75,7 @@ class ClientLimits:
     max_sessions: int = 1024
     sessions_per_owner: int = 256
     session_starts_per_second: int = 100
-    connections_per_peer: int = 64
+    connections_per_peer: int = 16  # connections of one host with calls in flight at once
     max_connections: int = 512
     calls_in_flight_per_owner: int = 64
     log_lines_per_second: int = 20

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 import threading
 import time
@@ -13,6 +16,8 @@ from typing import Any
 
 from rover_safety.config import format_duration
 from rover_safety.sessions import SessionEvent
+
+from .journal_socket import JournalSocketHandler
 
 log = logging.getLogger("rover-safety")
 
@@ -32,6 +37,7 @@ MESSAGE_IDS = {
     "ended": "d736dc6f3d9147399ca7dd741b0dea2d",
     "part_lost": "2adef990c57f4b09bd72eb21e3029b51",
     "part_back": "acf7c0c293bb41ccbc763f2562ef7a40",
+    "dropped": "d90840cb888c425080846f8b80c99566",
 }
 # Never summarised, whatever the churn: the evidence of what was stopped, and of stops that failed.
 ALWAYS_LOGGED = frozenset({"stop_failed", "forced_off", "unmonitored", "backend_lost", "ended"})
@@ -49,21 +55,47 @@ def under_journald() -> bool:
     return stream == f"{st.st_dev}:{st.st_ino}"
 
 
+QUEUE_LIMIT = 10_000  # records waiting for the log thread before new ones are dropped (and counted)
+
+
+class BoundedQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the log thread; never waits: when its queue is full, a record is dropped and counted."""
+
+    def __init__(self, queue: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(queue)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def setup(verbose: bool = False) -> None:
-    """Send the daemon's log to journald when running under it, else to stderr as plain lines."""
+    """Send the daemon's log to journald when running under it, else to stderr as plain lines: always through a
+    thread of its own, so that no thread that logs (the event loop that answers heartbeats, a stop thread) ever
+    waits for the log. A stuck terminal or pipe holds up only that thread; a stuck journald, nothing at all."""
+    global _listener
     handler: logging.Handler
+    handler = plain = logging.StreamHandler()
+    plain.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     if under_journald():
         try:
-            from systemd.journal import JournalHandler
-
-            handler = JournalHandler(SYSLOG_IDENTIFIER="rover-safety")
-        except ImportError:  # systemd-python missing: plain lines, with the priority as journald's "<N>" prefix
+            handler = JournalSocketHandler("rover-safety")
+        except OSError:  # no journal socket here: plain lines, with the priority as journald's "<N>" prefix
             handler = logging.StreamHandler()
             handler.setFormatter(PriorityPrefixFormatter())
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
-    log.handlers[:] = [handler]
+    if _listener is not None:
+        _listener.stop()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_LIMIT)
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
+    atexit.register(_listener.stop)  # what is queued is written before the process ends
+    log.handlers[:] = [BoundedQueueHandler(records)]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
 

@@ -97,9 +97,9 @@ def test_every_new_setting_is_read(pem: Path) -> None:
 
 
 def test_limits_that_depend_on_another_default_to_fit_it() -> None:
-    """sessions_per_owner (256) and connections_per_peer (64) default to at most max_sessions / max_connections."""
-    limits = parse("network:\n  limits: {max_sessions: 10, max_connections: 20}\n", "rover.yaml").limits
-    assert (limits.sessions_per_owner, limits.connections_per_peer) == (10, 20)
+    """sessions_per_owner (256) and connections_per_peer (16) default to at most max_sessions / max_connections."""
+    limits = parse("network:\n  limits: {max_sessions: 10, max_connections: 12}\n", "rover.yaml").limits
+    assert (limits.sessions_per_owner, limits.connections_per_peer) == (10, 12)
 
 
 def test_the_summary_shows_the_new_settings_but_never_a_secret(pem: Path) -> None:

@@ -415,8 +415,6 @@ def test_pigpiod_dies_mid_drive_the_daemon_exits_and_a_new_one_starts_with_outpu
 # ---- the log: a pipe nobody reads ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 9): the serving loop writes session events to the log "
-                   "itself, so a log that blocks stalls every RPC (docs/RELIABILITY.md)")
 def test_a_log_nobody_reads_never_delays_a_stop(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """The daemon's stderr is a 4 KiB pipe that nobody reads after start-up (a stuck journald, a terminal paused
     with ^S): once it is full, every write to the log blocks. A session that drove a motor stops at its deadline

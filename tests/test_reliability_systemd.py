@@ -94,9 +94,6 @@ def test_unit_under_cpu_starvation(request: pytest.FixtureRequest, rover: Rover)
     )
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 9): systemd-python's journal.send blocks in sendmsg "
-                   "holding the GIL, so a frozen journald freezes the whole daemon until the watchdog kills it "
-                   "(docs/RELIABILITY.md)")
 def test_frozen_journald_never_delays_a_stop(request: pytest.FixtureRequest, rover: Rover) -> None:
     """journald frozen with SIGSTOP while the daemon logs (session starts and closes, each a journal entry): a
     motor whose session lapses still stops at its deadline; a live session keeps being answered."""

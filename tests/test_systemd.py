@@ -472,12 +472,12 @@ def test_install_sh_installs_keeps_the_config_and_uninstalls(systemd: SystemdIns
 
 
 @systemd_test
-def test_without_systemd_python_stderr_lines_still_carry_their_priority(systemd: SystemdInstance,
-                                                                        tmp_path: Path) -> None:
-    """journal.setup()'s fallback when systemd-python is missing: "<N>" prefixes that journald reads."""
+def test_without_the_journal_socket_stderr_lines_still_carry_their_priority(systemd: SystemdInstance,
+                                                                           tmp_path: Path) -> None:
+    """journal.setup()'s fallback when journald's native socket cannot be reached: "<N>" prefixes that journald
+    reads off the stream (the socket hidden from the service with InaccessiblePaths=)."""
     script = (
         "import logging, sys\n"
-        "sys.modules['systemd.journal'] = None  # as if systemd-python were not installed\n"
         "from rover_safety.daemon import journal\n"
         "journal.setup()\n"
         "for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):\n"
@@ -485,12 +485,31 @@ def test_without_systemd_python_stderr_lines_still_carry_their_priority(systemd:
     )
     (tmp_path / "fallback.py").write_text(script)
     name = "fallback.service"
-    systemd.install_unit(name, f"[Service]\nType=oneshot\nExecStart={sys.executable} {tmp_path / 'fallback.py'}\n")
+    systemd.install_unit(name, f"[Service]\nType=oneshot\nInaccessiblePaths=/run/systemd/journal/socket\n"
+                               f"ExecStart={sys.executable} {tmp_path / 'fallback.py'}\n")
     systemd.start(name)
     entries = [e for e in systemd.journal(unit=name) if message(e).startswith("fallback ")]
     assert {message(e): e["PRIORITY"] for e in entries} == {
         "fallback INFO": "6", "fallback WARNING": "4", "fallback ERROR": "3", "fallback CRITICAL": "2"}
     assert all(e["_TRANSPORT"] == "stdout" for e in entries)
+
+
+def test_log_entries_go_to_the_journal_with_their_fields(systemd: SystemdInstance, tmp_path: Path) -> None:
+    """The native-protocol sender: every field, a multi-line message intact, the priority mapped."""
+    script = (
+        "import logging\n"
+        "from rover_safety.daemon import journal\n"
+        "journal.setup()\n"
+        "journal.log.warning('two\\nlines', extra={'MESSAGE_ID': 'a' * 32, 'SESSION_ID': 's-1', 'lower': 'x'})\n"
+    )
+    (tmp_path / "native.py").write_text(script)
+    name = "native.service"
+    systemd.install_unit(name, f"[Service]\nType=oneshot\nExecStart={sys.executable} {tmp_path / 'native.py'}\n")
+    systemd.start(name)
+    (entry,) = [e for e in systemd.journal(unit=name) if e.get("SESSION_ID") == "s-1"]
+    assert entry["MESSAGE"] == "two\nlines" and entry["PRIORITY"] == "4" and entry["MESSAGE_ID"] == "a" * 32
+    assert entry["_TRANSPORT"] == "journal" and entry["SYSLOG_IDENTIFIER"] == "rover-safety"
+    assert "lower" not in entry and "LOWER" not in entry
 
 
 # ---- without systemd -----------------------------------------------------------------------------------------------
@@ -530,6 +549,7 @@ DAEMON_EVENTS = {
     "suppressed": {"MESSAGE_ID", "PEER", "SUPPRESSED"},
     "part_lost": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES", "ENDED_SESSIONS"},
     "part_back": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES"},
+    "dropped": {"MESSAGE_ID", "DROPPED"},
 }
 
 

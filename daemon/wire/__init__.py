@@ -23,7 +23,7 @@ from .status import SESSION_EXPIRED, STATUSES, Abort, status_of
 # A control message is tiny: nothing a client sends may cost the daemon more than this.
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 8 * 1024
-STREAMS_PER_CONNECTION = 16
+STREAMS_PER_CONNECTION = 4  # with connections_per_peer, what one host may have queued at the daemon at once
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
@@ -36,7 +36,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 50),
     ("grpc.http2.max_pings_without_data", 0),
-    # And the daemon pings idle clients, so a connection whose client vanished is closed within a minute.
+    # A connection with no call for a minute is closed (its client reconnects on its next call, unnoticed), so idle
+    # connections cannot hold max_connections for ever; and idle clients are pinged, so a vanished one is noticed.
+    ("grpc.max_connection_idle_ms", 60_000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 ]

@@ -44,7 +44,7 @@ STOP_METHODS = frozenset({
     "/viam.component.motor.v1.MotorService/Stop",
     "/viam.component.base.v1.BaseService/Stop",
 })
-CONNECTION_MEMORY = 60.0  # seconds a client connection counts as open after its last call
+HOSTS_REMEMBERED = 4096  # client hosts whose connections are tracked at once
 
 
 @dataclass
@@ -63,34 +63,39 @@ PROXY_PEER_KEY = "x-rover-safety-peer"  # metadata: the address of the page's cl
 
 
 class _Connections:
-    """The client connections (peer addresses) each host has made calls on lately: a bound per host."""
+    """The client connections (peer addresses) each host uses, with the calls each has in flight: a bound per host.
+
+    gRPC tells the daemon nothing of connections, only of calls, so a connection counts from its first call. One
+    that has calls in flight is in use; one without may have closed: when a host is at its limit, its connection
+    idle longest makes room for a new one (a client that reconnects often is never locked out), while a host
+    whose every connection is busy gets no more.
+    """
 
     def __init__(self) -> None:
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._per_host: collections.Counter[str] = collections.Counter()
+        self._peers: dict[str, collections.OrderedDict[str, int]] = {}  # host -> peer -> calls in flight, LRU first
 
-    def admit(self, peer: str, host: str, limit: int, now: float) -> bool:
-        self._forget_before(now - CONNECTION_MEMORY)
-        if peer in self._seen:
-            self._seen.move_to_end(peer)
-            self._seen[peer] = now
-            return True
-        if self._per_host[host] >= limit:
-            return False
-        self._seen[peer] = now
-        self._per_host[host] += 1
+    def admit(self, peer: str, host: str, limit: int) -> bool:
+        peers = self._peers.setdefault(host, collections.OrderedDict())
+        if peer not in peers:
+            if len(peers) >= limit:
+                idle = next((p for p, calls in peers.items() if calls == 0), None)
+                if idle is None:
+                    return False
+                del peers[idle]
+            peers[peer] = 0
+        peers[peer] += 1
+        peers.move_to_end(peer)
+        while len(self._peers) > HOSTS_REMEMBERED:  # the least recently used host without calls in flight goes
+            quiet = next((h for h, p in self._peers.items() if not any(p.values())), None)
+            if quiet is None:
+                break
+            del self._peers[quiet]
         return True
 
-    def _forget_before(self, horizon: float) -> None:
-        while self._seen:
-            peer, when = next(iter(self._seen.items()))
-            if when >= horizon:
-                return
-            del self._seen[peer]
-            host = peer_host(peer)
-            self._per_host[host] -= 1
-            if self._per_host[host] <= 0:
-                del self._per_host[host]
+    def release(self, peer: str, host: str) -> None:
+        peers = self._peers.get(host)
+        if peers is not None and peers.get(peer):
+            peers[peer] -= 1
 
 
 class FrontDoor(Interceptor):
@@ -137,23 +142,30 @@ class FrontDoor(Interceptor):
 
     async def _admit(self, context: Context, method: str, arrived: float) -> Caller:
         """The caller, once it may make this call; otherwise the call is aborted with the reason."""
-        peer = self._forwarded(context) or context.peer()
+        forwarded = self._forwarded(context)  # the daemon's own page: its few connections carry many browsers
+        connection = context.peer()
+        peer = forwarded or connection
         host = peer_host(peer)
         limits = self.policy.limits
-        if not self._connections.admit(peer, host, limits.connections_per_peer, arrived):
+        if forwarded is None and not self._connections.admit(connection, host, limits.connections_per_peer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many connections from {host} (limit {limits.connections_per_peer}); "
+                                f"too many busy connections from {host} (limit {limits.connections_per_peer}); "
                                 "reuse one channel")
-        entity = await self._identify(context, method, host)
-        caller = Caller(peer, host, entity, arrived)
-        if self._in_flight[caller.owner] >= limits.calls_in_flight_per_owner:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many calls in flight from {caller.owner} (limit "
-                                f"{limits.calls_in_flight_per_owner}); wait for answers before sending more")
-        if method == START_SESSION and not self.session_starts.take(caller.owner):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many sessions started by {caller.owner} (limit "
-                                f"{limits.session_starts_per_second}/s); reuse or resume a session")
+        try:
+            entity = await self._identify(context, method, host)
+            caller = Caller(peer, host, entity, arrived)
+            if self._in_flight[caller.owner] >= limits.calls_in_flight_per_owner:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many calls in flight from {caller.owner} (limit "
+                                    f"{limits.calls_in_flight_per_owner}); wait for answers before sending more")
+            if method == START_SESSION and not self.session_starts.take(caller.owner):
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many sessions started by {caller.owner} (limit "
+                                    f"{limits.session_starts_per_second}/s); reuse or resume a session")
+        except BaseException:
+            if forwarded is None:
+                self._connections.release(connection, host)
+            raise
         return caller
 
     def _forwarded(self, context: Context) -> str | None:
@@ -207,7 +219,7 @@ class FrontDoor(Interceptor):
                 try:
                     result = await behaviour(request, context)
                 finally:
-                    self._release(caller.owner)
+                    self._release(caller.owner, context)
                 code = grpc.StatusCode.OK
                 return result
             except asyncio.CancelledError:
@@ -229,7 +241,7 @@ class FrontDoor(Interceptor):
                     async for message in behaviour(request, context):
                         yield message
                 finally:
-                    self._release(caller.owner)
+                    self._release(caller.owner, context)
                 code = grpc.StatusCode.OK
             except (asyncio.CancelledError, GeneratorExit):
                 code = grpc.StatusCode.CANCELLED
@@ -246,7 +258,10 @@ class FrontDoor(Interceptor):
             aborted = context.code()
             observer(method, aborted if isinstance(aborted, grpc.StatusCode) else code, time.monotonic() - arrived)
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str, context: Context) -> None:
         self._in_flight[owner] -= 1
         if self._in_flight[owner] <= 0:
             del self._in_flight[owner]
+        if self._forwarded(context) is None:
+            peer = context.peer()
+            self._connections.release(peer, peer_host(peer))
