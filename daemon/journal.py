@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -93,7 +94,13 @@ def setup(verbose: bool = False) -> None:
         _listener.stop()
     records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_LIMIT)
     _listener = logging.handlers.QueueListener(records, handler)
-    _listener.start()
+    # The log thread must never take a signal meant for the main thread (it waits for them in sigwait): started
+    # with every signal blocked, it keeps them blocked.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))
+    try:
+        _listener.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     atexit.register(_listener.stop)  # what is queued is written before the process ends
     log.handlers[:] = [BoundedQueueHandler(records)]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -47,3 +47,22 @@ def test_the_budget_renews_every_second() -> None:
     assert budget.admit("a", "x", always=True)
     time.sleep(1.05)
     assert budget.admit("a", "x")
+
+
+def test_the_log_thread_never_takes_the_main_threads_signals() -> None:
+    """journal.setup() starts the log's own thread; a SIGTERM meant for `serve`'s sigwait() must never land on it
+    (its default action would end the daemon without turning anything off). Its signal mask says so."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, threading\n"
+        "from rover_safety.daemon import journal\n"
+        "journal.setup()\n"
+        "(log_thread,) = [t for t in threading.enumerate() if t is not threading.main_thread()]\n"
+        "status = open(f'/proc/self/task/{log_thread.native_id}/status').read()\n"
+        "blocked = int(next(l for l in status.splitlines() if l.startswith('SigBlk:')).split()[1], 16)\n"
+        "print(all(blocked & (1 << (s - 1)) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert result.stdout.strip() == "True", result.stdout + result.stderr

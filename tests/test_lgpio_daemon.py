@@ -24,10 +24,9 @@ from rover_safety.api import motor_pb2
 
 from tests.support.fake_lgpio import FakeChip, on_raspberry_pi, pi_namespace_unavailable
 from tests.support.grpc_client import Client
-from tests.support.hil import AUX, EXAMPLE_PINS, LEFT, RIGHT, no_traceback, with_aux
+from tests.support.hil import AUX, EXAMPLE_PINS, LEFT, RIGHT, Served, no_traceback, with_aux
 from tests.support.lgpio_daemon import (
     ALL_PINS,
-    LgpioServed,
     Rig,
     bad_lines,
     chip_closed_at,
@@ -71,7 +70,7 @@ def write_config(rig: Rig, text: str, name: str = "rover.yaml") -> Path:
     return path
 
 
-def drive(daemon: LgpioServed, chip: FakeChip, aux: bool = False) -> Client:
+def drive(daemon: Served, chip: FakeChip, aux: bool = False) -> Client:
     client = Client(daemon.port)
     client.start()
     client.set_power("left", 0.6)
@@ -132,7 +131,7 @@ def grpc_code(call: object) -> grpc.StatusCode:
 # --- every way out with motion in progress ---------------------------------------------------------------------------
 
 
-def assert_off_before_letting_go(chip: FakeChip, daemon: LgpioServed, since: float, pins: dict[str, int]) -> None:
+def assert_off_before_letting_go(chip: FakeChip, daemon: Served, since: float, pins: dict[str, int]) -> None:
     """From the fake's log: each output was driven to its off level after `since`, by the daemon, before it let go
     of the line (gpiozero makes it an input), before it closed the chip and before the process ended."""
     assert daemon.ended_at is not None

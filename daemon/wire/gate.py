@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hmac
 import logging
 import time
@@ -60,6 +61,13 @@ class Policy:
 
 PROXY_SECRET_KEY = "x-rover-safety-proxy"  # metadata: the proxy secret, from the daemon's own web page only
 PROXY_PEER_KEY = "x-rover-safety-peer"  # metadata: the address of the page's client (e.g. ipv4:10.0.0.7:51000)
+
+
+@dataclass
+class Outcome:
+    """How a call ended, for the observer (UNKNOWN until known)."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
 
 class _Connections:
@@ -209,45 +217,37 @@ class FrontDoor(Interceptor):
                                 "key, then send 'authorization: Bearer <token>'")
         return entity
 
+    @contextlib.asynccontextmanager
+    async def _call(self, context: Context, method: str, arrived: float) -> AsyncIterator[None]:
+        """One call through the door: admitted (or aborted), counted while it runs, observed once it ends."""
+        outcome = Outcome()
+        try:
+            caller = await self._admit(context, method, arrived)
+            self._in_flight[caller.owner] += 1
+            set_caller(caller)
+            try:
+                yield
+            finally:
+                self._release(caller.owner, context)
+            outcome.code = grpc.StatusCode.OK
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._observe(method, context, outcome.code, arrived)
+
     def _wrap_unary(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def unary(request: Any, context: Context) -> Any:
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                caller = await self._admit(context, method, arrived)
-                self._in_flight[caller.owner] += 1
-                set_caller(caller)
-                try:
-                    result = await behaviour(request, context)
-                finally:
-                    self._release(caller.owner, context)
-                code = grpc.StatusCode.OK
-                return result
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                self._observe(method, context, code, arrived)
+            async with self._call(context, method, arrived):
+                return await behaviour(request, context)
 
         return unary
 
     def _wrap_stream(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                caller = await self._admit(context, method, arrived)
-                self._in_flight[caller.owner] += 1
-                set_caller(caller)
-                try:
-                    async for message in behaviour(request, context):
-                        yield message
-                finally:
-                    self._release(caller.owner, context)
-                code = grpc.StatusCode.OK
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                self._observe(method, context, code, arrived)
+            async with self._call(context, method, arrived):
+                async for message in behaviour(request, context):
+                    yield message
 
         return stream
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .hil import RUN_CLI, cli_env
+from .hil import Served
 from .pigpiod_emulator import Cmd, EmulatorClient
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
@@ -191,102 +191,7 @@ def duty(emu: EmulatorClient, pin: int) -> float:
 # ---- the daemon as a process -----------------------------------------------------------------------------------
 
 
-class DaemonProc:
-    """`rover-safety serve --config PATH` as a child process, optionally behind a `prefix` (ip netns exec, setpriv,
-    ...) that execs it (so the pid is the daemon's). stderr is read into `lines`, or, with `read_stderr=False`,
-    read only up to the "listening" line and then never again (a log that nobody reads: a full pipe)."""
-
-    def __init__(self, config: Path, *, prefix: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                 read_stderr: bool = True, pipe_size: int | None = None) -> None:
-        environment = cli_env()
-        environment.update(env or {})
-        self.proc = subprocess.Popen([*prefix, *RUN_CLI, "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment,
-                                     cwd=CHECKOUT)
-        assert self.proc.stderr is not None
-        if pipe_size is not None:
-            fcntl.fcntl(self.proc.stderr.fileno(), F_SETPIPE_SZ, pipe_size)
-        self.pid = self.proc.pid
-        self.read_stderr = read_stderr
-        self.lines: list[tuple[float, str]] = []
-        self.port = 0
-        self.ended_at: float | None = None
-        self.returncode: int | None = None
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._reaper = threading.Thread(target=self._reap, daemon=True)
-        self._reaper.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-                self._changed.notify_all()
-            if not self.read_stderr and LISTENING.search(line):
-                return  # from here on nobody reads the daemon's log
-
-    def _reap(self) -> None:
-        _, status, _ = os.wait4(self.pid, 0)
-        with self._changed:
-            self.ended_at = time.monotonic()
-            self.returncode = os.waitstatus_to_exitcode(status)
-            self.proc.returncode = self.returncode
-            self._changed.notify_all()
-
-    @property
-    def text(self) -> str:
-        with self._changed:
-            return "\n".join(line for _, line in self.lines)
-
-    def wait_line(self, pattern: str, timeout: float = 20) -> tuple[float, re.Match[str]]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for t, line in self.lines:
-                    if m := regex.search(line):
-                        return t, m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.ended_at is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no line matching {pattern!r} (exit {self.returncode}):\n{self.text}")
-                self._changed.wait(min(left, 0.1))
-
-    def started(self, timeout: float = 30) -> DaemonProc:
-        _, m = self.wait_line(LISTENING.pattern, timeout)
-        self.port = int(m.group(1))
-        return self
-
-    def signal(self, sig: int) -> float:
-        sent = time.monotonic()
-        os.kill(self.pid, sig)
-        return sent
-
-    def wait(self, timeout: float = 20) -> int:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.returncode is not None, timeout):
-                raise AssertionError(f"rover-safety did not exit within {timeout} s:\n{self.text}")
-        assert self.returncode is not None
-        return self.returncode
-
-    def alive(self) -> bool:
-        return self.returncode is None
-
-    def expiries(self) -> list[str]:
-        with self._changed:
-            return [line for _, line in self.lines if " expired: " in line]
-
-    def close(self) -> None:
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self._reaper.join(10)
-        if self.proc.stderr is not None:
-            # a reader that stopped reading leaves the pipe open: closing it ends nothing but our side
-            with contextlib.suppress(OSError):
-                self.proc.stderr.close()
-        self._reader.join(2)
+DaemonProc = Served  # `rover-safety serve` as a child process: tests/support/hil.py
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ emulator-only tests.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import re
@@ -19,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pigpio
 from rover_safety.drivers.pins.pigpio import stop_connection
@@ -31,6 +33,8 @@ from .net import free_port
 from .pigpiod_emulator import Cmd, Command, PigpiodEmulator
 
 TESTS = Path(__file__).parent
+CHECKOUT = TESTS.parent.parent
+F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity (Linux)
 HIL = os.environ.get("ROVER_SAFETY_HIL") == "1"
 HIL_HOST = os.environ.get("ROVER_SAFETY_PIGPIO_HOST", "localhost")
 HIL_PORT = int(os.environ.get("ROVER_SAFETY_PIGPIO_PORT", "8888"))
@@ -322,13 +326,26 @@ class Served:
     """`rover-safety serve --config PATH` (optionally with a fault injected) as a child process.
 
     stderr is read by a thread into `lines` (each with its arrival time); another thread reaps the process with
-    wait4, recording when it ended, its exit code and the CPU it used.
+    wait4, recording when it ended, its exit code and the CPU it used. The command may run behind a `prefix` that
+    execs it (ip netns exec, setpriv: the pid stays the daemon's) or be rewritten by `wrap` (e.g. into a private
+    mount namespace); with `read_stderr=False` stderr is read only up to the "listening" line and then never again
+    (a log nobody reads: with `pipe_size`, a small pipe that fills).
     """
 
-    def __init__(self, config: Path, inject: str | None = None) -> None:
-        argv = [*INJECT, inject] if inject else list(RUN_CLI)
-        self.proc = subprocess.Popen([*argv, "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    def __init__(self, config: Path, inject: str | None = None, *, prefix: Sequence[str] = (),
+                 wrap: Callable[[list[str]], list[str]] | None = None, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None, read_stderr: bool = True, pipe_size: int | None = None,
+                 injector: Sequence[str] = INJECT) -> None:
+        argv = [*prefix, *([*injector, inject] if inject else RUN_CLI), "serve", "--config", str(config)]
+        environment = cli_env() if env is None else dict(env)
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                                     cwd=cwd)
+        assert self.proc.stderr is not None
+        if pipe_size is not None:
+            fcntl.fcntl(self.proc.stderr.fileno(), F_SETPIPE_SZ, pipe_size)
+        self.pid = self.proc.pid
+        self.read_stderr = read_stderr
         self.lines: list[tuple[float, str]] = []
         self._changed = threading.Condition()
         self.ended_at: float | None = None
@@ -346,6 +363,8 @@ class Served:
             with self._changed:
                 self.lines.append((time.monotonic(), line.rstrip("\n")))
                 self._changed.notify_all()
+            if not self.read_stderr and LISTENING.search(line):
+                return  # from here on nobody reads the daemon's log
 
     def _reap(self) -> None:
         _, status, usage = os.wait4(self.proc.pid, 0)
@@ -395,6 +414,14 @@ class Served:
         os.kill(self.proc.pid, sig)
         return sent
 
+    def alive(self) -> bool:
+        return self.returncode is None
+
+    def expiries(self) -> list[str]:
+        """The expiry lines the daemon logged so far."""
+        with self._changed:
+            return [line for _, line in self.lines if " expired: " in line]
+
     def cpu_now(self) -> float:
         """User + system CPU seconds used so far (from /proc; 10 ms resolution)."""
         return cpu_ticks(f"/proc/{self.proc.pid}/stat") / os.sysconf("SC_CLK_TCK")
@@ -411,9 +438,9 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(config: Path, inject: str | None = None, timeout: float = 30) -> Iterator[Served]:
-    """A started `rover-safety serve`, killed (if still running) at the end whatever happens."""
-    daemon = Served(config, inject)
+def served(config: Path, inject: str | None = None, timeout: float = 30, **options: Any) -> Iterator[Served]:
+    """A started `rover-safety serve` (options: see Served), killed (if still running) at the end whatever happens."""
+    daemon = Served(config, inject, **options)
     try:
         yield daemon.started(timeout)
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,35 +86,13 @@ def lgpio_config(heartbeat_window: str = "2s", extra: str = "", chip: int | None
     return text
 
 
-class LgpioServed(Served):
-    """`rover-safety serve --config PATH` on the fake chip, as a child process (see hil.Served)."""
-
-    def __init__(self, rig: Rig, config: Path, inject: str | None = None,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
-        argv = [*INJECT, inject] if inject else list(RUN_CLI)
-        self.proc = subprocess.Popen(
-            rig.command([*argv, "serve", "--config", str(config)]), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env or rig.env()), cwd=cwd,
-        )
-        self.lines = []
-        self._changed = threading.Condition()
-        self.ended_at = None
-        self.returncode = None
-        self.cpu_seconds = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._reaper = threading.Thread(target=self._reap, daemon=True)
-        self._reaper.start()
-        self.port = 0
-
-
 @contextlib.contextmanager
 def served(rig: Rig, config: Path, inject: str | None = None, timeout: float = 30,
-           env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Iterator[LgpioServed]:
+           env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Iterator[Served]:
     """A started `rover-safety serve` on the fake chip, killed (if still running) at the end whatever happens."""
-    daemon = LgpioServed(rig, config, inject, env, cwd)
+    daemon = Served(config, inject, wrap=rig.command, env=dict(env or rig.env()), cwd=cwd, injector=INJECT)
     try:
-        yield daemon.started(timeout)  # type: ignore[misc]  # Served.started returns the same object
+        yield daemon.started(timeout)
     finally:
         daemon.close()
 
