@@ -148,8 +148,9 @@ class FrontDoor(Interceptor):
             )
         return handler  # the daemon serves no client-streaming methods
 
-    async def _admit(self, context: Context, method: str, arrived: float) -> Caller:
-        """The caller, once it may make this call; otherwise the call is aborted with the reason."""
+    async def _admit(self, context: Context, method: str, arrived: float) -> tuple[Caller, str | None]:
+        """The caller, once it may make this call, and the connection it counts against (None: the daemon's own
+        page); otherwise the call is aborted with the reason."""
         forwarded = self._forwarded(context)  # the daemon's own page: its few connections carry many browsers
         connection = context.peer()
         peer = forwarded or connection
@@ -174,7 +175,7 @@ class FrontDoor(Interceptor):
             if forwarded is None:
                 self._connections.release(connection, host)
             raise
-        return caller
+        return caller, None if forwarded is not None else connection
 
     def _forwarded(self, context: Context) -> str | None:
         """The page's client's address, when the call comes from the daemon's own web page (it knows the secret),
@@ -221,20 +222,23 @@ class FrontDoor(Interceptor):
     async def _call(self, context: Context, method: str, arrived: float) -> AsyncIterator[None]:
         """One call through the door: admitted (or aborted), counted while it runs, observed once it ends."""
         outcome = Outcome()
+        # Nothing below touches `context` once the call may be over (a stream the client left is closed by the
+        # loop after its call is gone, and using its context then is a use-after-free in grpc's Cython layer).
+        live: Context | None = context
         try:
-            caller = await self._admit(context, method, arrived)
+            caller, connection = await self._admit(context, method, arrived)
             self._in_flight[caller.owner] += 1
             set_caller(caller)
             try:
                 yield
             finally:
-                self._release(caller.owner, context)
+                self._release(caller, connection)
             outcome.code = grpc.StatusCode.OK
         except (asyncio.CancelledError, GeneratorExit):
-            outcome.code = grpc.StatusCode.CANCELLED
+            outcome.code, live = grpc.StatusCode.CANCELLED, None
             raise
         finally:
-            self._observe(method, context, outcome.code, arrived)
+            self._observe(method, live, outcome.code, arrived)
 
     def _wrap_unary(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def unary(request: Any, context: Context) -> Any:
@@ -251,17 +255,17 @@ class FrontDoor(Interceptor):
 
         return stream
 
-    def _observe(self, method: str, context: Context, code: grpc.StatusCode, arrived: float) -> None:
+    def _observe(self, method: str, context: Context | None, code: grpc.StatusCode, arrived: float) -> None:
         """Tell the observer how the call ended: the code it was aborted with, else OK, CANCELLED or UNKNOWN."""
         observer = self.observer
         if observer is not None:
-            aborted = context.code()
+            aborted = context.code() if context is not None else None
             observer(method, aborted if isinstance(aborted, grpc.StatusCode) else code, time.monotonic() - arrived)
 
-    def _release(self, owner: str, context: Context) -> None:
+    def _release(self, caller: Caller, connection: str | None) -> None:
+        owner = caller.owner
         self._in_flight[owner] -= 1
         if self._in_flight[owner] <= 0:
             del self._in_flight[owner]
-        if self._forwarded(context) is None:
-            peer = context.peer()
-            self._connections.release(peer, peer_host(peer))
+        if connection is not None:
+            self._connections.release(connection, peer_host(connection))
