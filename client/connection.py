@@ -143,8 +143,9 @@ def aio_channel(opts: ConnectOptions, tls: TlsSetup, window: float) -> grpc.aio.
 
 
 def sync_channel(opts: ConnectOptions, tls: TlsSetup, window: float) -> grpc.Channel:
-    """A blocking channel (the heartbeat thread's own)."""
-    options = channel_options(opts, window, tls)
+    """A blocking channel (the heartbeat thread's own), on a connection of its own: the daemon allows few streams
+    per connection, and heartbeats must never wait for one behind long calls."""
+    options = [*channel_options(opts, window, tls), ("grpc.use_local_subchannel_pool", 1)]
     if tls.credentials is None:
         return grpc.insecure_channel(opts.address.target, options=options)
     return grpc.secure_channel(opts.address.target, tls.credentials, options=options)

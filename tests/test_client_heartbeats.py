@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from rover_safety.client import SessionExpired, SessionsUnsupported, connect
+from rover_safety.client.connection import DEFAULT_WINDOW
 from rover_safety.client.heartbeats import THREAD_NAME
 
 from tests.support.fake_server import FakeServer
@@ -85,6 +86,34 @@ def test_a_blocked_command_does_not_delay_heartbeats(server: FakeServer) -> None
     assert end - start > 0.55
     assert len(times) >= (end - start) / INTERVAL - 3
     assert worst < INTERVAL + 0.06  # generous: what matters is staying far inside the 200 ms window
+
+
+def test_heartbeats_have_a_connection_of_their_own_so_long_calls_cannot_queue_them() -> None:
+    """The daemon allows 4 streams per connection (daemon/wire STREAMS_PER_CONNECTION): six calls that hang must
+    not leave the heartbeats waiting for a free stream behind them. At the default window the heartbeat channel's
+    options equal the command channel's, so only a subchannel pool of its own keeps them on separate connections."""
+    from tests.support.fake_server import PERMISSIVE_KEEPALIVE
+    streams = [*PERMISSIVE_KEEPALIVE, ("grpc.max_concurrent_streams", 4)]
+    with FakeServer(window=DEFAULT_WINDOW, options=streams) as server:
+        server.delay("MotorService/IsMoving", 1.0)
+        with connect(server.address, tls=False) as client:
+            left = client.motor("left")
+            left.set_power(0.2)
+            sid = client.session_id
+            assert sid
+            slow = [threading.Thread(target=left.is_moving) for _ in range(6)]
+            start = time.monotonic()
+            for t in slow:
+                t.start()
+            for t in slow:
+                t.join()
+            end = time.monotonic()
+        times = beat_times(server, sid, start, end)
+    worst = max(gaps(times))
+    print(f"\nsix hung calls on 4 streams for {end - start:.2f} s: {len(times)} heartbeats, largest gap "
+          f"{worst * 1000:.1f} ms")
+    assert end - start > 1.9  # the calls did queue for streams: two rounds of 1 s
+    assert worst < DEFAULT_WINDOW / 5 + 0.06
 
 
 def test_slow_heartbeats_skip_missed_slots_instead_of_bursting(server: FakeServer) -> None:

@@ -79,7 +79,7 @@ def test_defaults_of_the_new_settings() -> None:
     limits = config.limits
     assert (limits.max_sessions, limits.sessions_per_owner, limits.session_starts_per_second,
             limits.session_start_burst, limits.connections_per_peer, limits.max_connections,
-            limits.calls_in_flight_per_owner, limits.log_lines_per_second) == (1024, 256, 100, 200, 64, 512, 64, 20)
+            limits.calls_in_flight_per_owner, limits.log_lines_per_second) == (1024, 256, 100, 200, 16, 512, 64, 20)
 
 
 def test_every_new_setting_is_read(pem: Path) -> None:
