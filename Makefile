@@ -11,7 +11,7 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd i
                 chromium chromium-driver prometheus faketime
 VIAM_SDK := viam-sdk==0.85.1
 
-.PHONY: run test lint typecheck bench protos deps install uninstall clean
+.PHONY: run test lint typecheck bench bench-budget protos deps install uninstall clean
 
 run: $(BIN)/.installed
 	$(BIN)/rover-safety serve --config $(CONFIG) --simulate
@@ -39,6 +39,13 @@ typecheck: $(BIN)/.installed $(VIAM_VENV)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.bench_stop
 	$(BIN)/python -m benchmarks.bench_stop_path
+	$(BIN)/python -m benchmarks.bench_metrics
+	$(BIN)/python -m benchmarks.bench_gil
+
+# The daemon held to a Raspberry Pi's share of one core (cgroup v2 CPU bandwidth, root), then the stop-latency CDF.
+bench-budget: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.bench_budget $(BUDGET_ARGS)
+	$(BIN)/python -m benchmarks.plot_cdf
 
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py

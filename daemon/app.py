@@ -36,7 +36,7 @@ from .auth import Authenticator
 from .errors import StartupError
 from .events import Event, EventHub
 from .overview import Overview, PartView, resources_view, sessions_view
-from .realtime import realtime_thread, serving_thread, settle_garbage
+from .realtime import realtime_thread, serving_thread, settle_garbage, short_gil_handover
 from .serving import EventLoopThread
 from .state import record_driven
 
@@ -173,6 +173,7 @@ class Daemon:
         if is_remote(factory):
             threading.Thread(target=self._watch_backend, args=(factory,), name="backend-health", daemon=True).start()
         self._refused = None
+        short_gil_handover()
         settle_garbage()
         log.info(
             "rover-safety listening on %s (%s; pins: %s%s), heartbeat window %s, resources: %s",

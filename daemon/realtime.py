@@ -7,6 +7,7 @@ import functools
 import gc
 import logging
 import os
+import sys
 import threading
 
 log = logging.getLogger("rover-safety")
@@ -68,6 +69,17 @@ def serving_thread() -> None:
 def _note_not_raised(reason: str) -> None:
     log.info("the threads that answer heartbeats and run commands keep their nice value (%s): under heavy CPU load "
              "on the board, run the daemon under its systemd unit (Nice=-10) or with CAP_SYS_NICE", reason)
+
+
+# How long a thread that wants the GIL waits before it asks the holder to let go (CPython's default: 5 ms). The
+# deadline thread is such a thread whenever the event loop is busy with calls: the default put up to 5 ms between a
+# deadline and the cut (docs/BENCHMARKS.md).
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+def short_gil_handover() -> None:
+    """Make a thread that wants the GIL get it within GIL_SWITCH_INTERVAL of asking, instead of 5 ms."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
 def settle_garbage() -> None:
