@@ -41,8 +41,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.bench_stop_path
 	$(BIN)/python -m benchmarks.bench_metrics
 	$(BIN)/python -m benchmarks.bench_gil
+	$(BIN)/python -m benchmarks.bench_budget --quick --out build/bench/budget-quick.json
 
-# The daemon held to a Raspberry Pi's share of one core (cgroup v2 CPU bandwidth, root), then the stop-latency CDF.
+# The daemon held to a Raspberry Pi's share of one core (a cgroup's CPU bandwidth; root), in full (make bench runs
+# --quick), then the stop-latency CDF (docs/stop-latency-cdf.png).
 bench-budget: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.bench_budget $(BUDGET_ARGS)
 	$(BIN)/python -m benchmarks.plot_cdf

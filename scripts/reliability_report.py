@@ -43,69 +43,54 @@ heartbeats on time (each within a quarter window of when it was due), because th
 This file is generated: `make reliability` runs the tests (tests/test_reliability*.py and the linked ones), which
 record their figures in `build/reliability.json`, then `scripts/reliability_report.py` writes this page. The soak
 (`scripts/soak.py --minutes 60`) is run by hand; its last result is kept below. Tests assert generous bounds (a
-shared, noisy 2-core machine); the figures say how close it really is. Rows marked **known defect** are
+shared, noisy 2-core machine); the figures say how close it really is. Rows marked **known limitation** are
 `xfail(strict=True)` tests: they fail today and will turn the suite red once fixed, to be unmarked.
 
 Needs root (network namespaces, a throwaway systemd, `setpriv`, real-time priorities), the PyPI package `h2` (the
 raw HTTP/2 client) and Debian's `faketime` (libfaketime); `make reliability` installs both if missing.
 """
 
-DEFECTS = """## Known defects found by these tests
+DEFECTS = """## Defects these tests found, and what fixed them
 
-1. **A heartbeat flood from one host expires everyone else at a 200 ms window** (`heartbeat-flood-200ms`). The
-   per-owner limit (`calls_in_flight_per_owner`, 64) counts calls inside the handler, but gRPC accepts
-   16 streams x `connections_per_peer` (64) = 1,024 calls from one host and grpc.aio queues every one of them on
-   the serving loop *before* the front door sees it, first come first served. A live heartbeat waits behind ~1,000
-   flood calls (~250 µs each): ~300 ms, longer than its 200 ms deadline. At a 2 s window nothing expires (the
-   wait is ~200 ms) and the flooder's own session is not stretched by its queued heartbeats.
-   *Fix*: bound what one host can queue before the front door sees it: `STREAMS_PER_CONNECTION` 16 -> 4
-   (`daemon/wire/__init__.py`), `connections_per_peer` default 64 -> 8 (`config/model.py` `ClientLimits`), and
-   that cap enforced when a connection is accepted (see 2): one host can then queue at most 32 calls (~10 ms).
-2. **Idle connections from one host lock out every new client** (`idle-connections-lockout`). `max_connections`
-   (512) is gRPC's `grpc.max_allowed_incoming_connections`, a global count; `connections_per_peer` is checked only
-   when a connection makes a call, so connections that never call are never counted. 600 idle connections (preface
-   + SETTINGS) from 127.0.0.1 leave no slot: a client from another host gets UNAVAILABLE ("Socket closed"); live
-   sessions on their existing connections are unaffected (0 false expiries), but a client that reconnects is shut
-   out until the attacker lets go.
-   *Fix*: gRPC Python has no accept hook, so the per-host cap has to sit in front of it: `systemd/install.sh` adds
-   an nftables rule for the daemon's port (`tcp dport PORT ct state new meter rover_safety_conns { ip saddr ct
-   count over 8 } reject with tcp reset`, and the same for `ip6 saddr`), and `daemon/wire/__init__.py`
-   `SERVER_OPTIONS` add `("grpc.max_connection_idle_ms", 30_000)` so connections without calls are closed. Both
-   are needed: the idle timeout alone lets an attacker simply reconnect.
-3. **A log that blocks stalls every RPC** (`log-blocked`): session events are logged on the thread that serves
-   RPCs (`SessionManager.start` -> `Daemon._on_session_event` -> `journal.session_event`, on the event loop), so a
-   full stderr pipe blocks the event loop: no heartbeat is answered, every session will expire (stops themselves
-   still land at the deadline: the deadline thread never logs).
-   *Fix*: `daemon/journal.py` `setup()`: put a `logging.handlers.QueueHandler` on a bounded `queue.Queue` (e.g.
-   10,000 records) in front of the real handler, drained by a `QueueListener` thread; when the queue is full drop
-   the record and count it (one "N lines dropped" line once the queue drains). No daemon thread then ever writes to
-   stderr or journald itself.
-4. **A frozen journald freezes the whole daemon** (`journald-frozen`): systemd-python's `journal.send` calls
-   `sd_journal_sendv` without releasing the GIL, and that `sendmsg` blocks once journald's socket queue is full
-   (`net.unix.max_dgram_qlen`, 10 datagrams): after ~10 log lines every thread stops, the deadline loop included;
-   the watchdog (WatchdogSec=1s) aborts it, ExecStopPost's safe-stop turns the outputs off (before their sessions'
-   deadlines) and systemd restarts it, into the same freeze, until `StartLimitBurst` gives up. Safe, but down.
-   *Fix*: with 3, the listener thread must not block holding the GIL: in `daemon/journal.py` replace
-   `systemd.journal.JournalHandler` with a small handler that speaks journald's native protocol itself on an
-   `AF_UNIX`/`SOCK_DGRAM` socket to `/run/systemd/journal/socket` with `MSG_DONTWAIT` (Python's socket calls
-   release the GIL; `EAGAIN` -> drop and count), fields as `KEY=value\\n` (values with a newline as
-   `KEY\\n<u64 length LE><value>\\n`).
-5. **A host that reconnects often is refused for a minute** (`connection-churn`; the soak hit it too). The gate
-   cannot see a connection close, so `_Connections` (`daemon/wire/gate.py`) counts a peer address as open until
-   `CONNECTION_MEMORY` (60 s) after its last call: a host that makes more than `connections_per_peer` (64)
-   connections a minute — a client program run in a loop, a flaky link, a test rig — is refused
-   RESOURCE_EXHAUSTED "too many connections" while it holds one.
-   *Fix*: in `_Connections.admit`, when a host is at its limit, forget that host's least recently seen peer if it
-   has made no call for longer than the longest heartbeat window in force (a connection that carries a session
-   calls at least once a window, so one quiet that long is gone or idle) before refusing; and lower
-   `CONNECTION_MEMORY` to that window. Refuse only when all of the host's remembered connections are active.
+Each was first a strict xfail; each fix turned its row green (the rows above are measured with the fixes).
+
+1. **A heartbeat flood from one host expired everyone else at a 200 ms window** (`heartbeat-flood-200ms`). The
+   per-owner limit (`calls_in_flight_per_owner`, 64) counts calls inside the handler, but gRPC accepted
+   16 streams x 64 connections = 1,024 calls from one host, and grpc.aio queues every one of them on the serving
+   loop before the front door sees it. A live heartbeat waited behind ~1,000 flood calls: ~300 ms, past its
+   200 ms deadline. *Fixed* by bounding what one host can queue: `STREAMS_PER_CONNECTION` 4
+   (`daemon/wire/__init__.py`) and at most `connections_per_peer` (16) connections of one host with calls in
+   flight (`daemon/wire/gate.py`), so one host can have 64 calls queued. The client library heartbeats on a
+   connection of its own, so its own long calls never hold its heartbeats behind the 4 streams.
+2. **A log that blocked stalled every RPC** (`log-blocked`): session events were logged on the serving loop, so a
+   full stderr pipe blocked it. *Fixed*: every log record goes through a bounded queue
+   (`logging.handlers.QueueHandler`) to a thread of its own (`QueueListener`, started with every signal blocked);
+   when the queue is full the record is dropped and counted, and one line says how many once it drains.
+3. **A frozen journald froze the whole daemon** (`journald-frozen`): systemd-python's `journal.send` blocks in
+   `sendmsg` holding the GIL once journald's socket queue is full, and every thread stopped, the deadline thread
+   included (the watchdog then aborted it: safe, but down). *Fixed*: `daemon/journal_socket.py` speaks journald's
+   native protocol on a non-blocking `AF_UNIX` datagram socket; a full queue drops the line and counts it.
+4. **A host that reconnected often was refused for a minute** (`connection-churn`; the soak hit it too): a peer
+   address counted as open until a minute after its last call. *Fixed*: only connections with calls in flight count
+   against `connections_per_peer`; an idle one is forgotten, least recently used first, when its host needs room.
+
+## Known limitation
+
+5. **Idle connections from one host can fill the daemon's 512** (`idle-connections-lockout`, a strict xfail):
+   `max_connections` is gRPC's `grpc.max_allowed_incoming_connections`, a global count, and gRPC Python has no
+   hook where a connection could be refused per source before it is accepted, so 600 idle connections (preface +
+   SETTINGS) from one host leave a new client of another host without a slot. Live sessions on their connections
+   are unaffected (0 false expiries). What the daemon does: connections without calls are closed after a minute
+   (`grpc.max_connection_idle_ms`), which ends the lock-out once the attacker stops reconnecting. What the rover
+   should do: the nftables rule in [SECURITY.md](SECURITY.md), which caps new connections per source before the
+   daemon sees them (the test runs without it, to show the daemon's own behaviour).
 
 ## Other observations
 
-- **Queued heartbeats still stretch a little.** A heartbeat counts from when the serving loop first runs its call
-  (the front door), not from when it reached the socket; under the 1,024-call flood at a 2 s window, the killed
-  flooder's motor stopped up to ~70 ms after kill + 2 s (the old sync daemon: up to 446 ms). The fix of defect 1
-  (a short per-host queue) bounds this too.
+- **Queued heartbeats stretch only by their wait at the front door.** A heartbeat counts from when the serving loop
+  first runs its call (the front door), not from when it reached the socket; before the fix of defect 1, under the
+  1,024-call flood at a 2 s window, the killed flooder's motor stopped up to ~70 ms after kill + 2 s (the old sync
+  daemon: up to 446 ms). The `heartbeat-flood-2s` row has today's figure.
 - **A heartbeat can be answered OK and extend nothing.** When a heartbeat waits longer than the window between
   the front door and its handler (only under load well past the table's: e.g. 8 spinning processes plus the soak's
   floods), `find_by_id` keeps the old deadline (`max(deadline, heard + window)`) and answers OK; the client's next
@@ -141,7 +126,7 @@ def cell(text: object) -> str:
 def status(row: dict[str, Any], xfail: bool) -> str:
     if row.get("passed"):
         return "pass"
-    return "**known defect**" if xfail else "**FAIL**"
+    return "**known limitation**" if xfail else "**FAIL**"
 
 
 def soak_row(soak: dict[str, Any]) -> list[str]:
