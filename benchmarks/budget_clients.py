@@ -19,13 +19,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import grpc
-from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
+from rover_safety.api import robot_pb2, safety_pb2
+
+from benchmarks.bench_stop import LaneRecord as LaneRecord  # re-exported: bench_budget reads lane records
+from benchmarks.bench_stop import expiry_client
 
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
 HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"
-SET_POWER = "/viam.component.motor.v1.MotorService/SetPower"
 CLOSE_SESSION = "/rover_safety.v1.SafetyService/CloseSession"
-POWER = 0.6
 CALL_TIMEOUT = 2.0  # seconds; a heartbeat answered later than this is a failure anyway (the window is shorter)
 
 Call = Callable[..., Any]
@@ -252,57 +253,12 @@ def heartbeat_client(address: str, cpus: set[int] | None, conn: Connection) -> N
             return
 
 
-@dataclass(frozen=True)
-class LaneRecord:
-    """One lane cycle: a session that drove `motor` and went silent."""
-
-    session_id: str
-    motor: str
-    sent: float  # time.monotonic() just before SetPower was sent: the deadline is at least this + the window
-    answered: float  # just after it was answered: the deadline is at most this + the window
-    error: str = ""
-
-
 def lane_client(address: str, cpus: set[int] | None, lanes: list[tuple[str, float]], cycles: int, window: float,
                 seed: int, conn: Connection) -> None:
-    """Lanes (one thread per motor) that each start a session, SetPower its motor with the session's id, go silent
-    until well after the session lapsed, and again: one expiry per cycle per lane."""
+    """bench_stop's lanes (one thread per motor: start a session, SetPower its motor with the session's id, go silent
+    until well after the session lapsed, and again), on `cpus`."""
     _pin(cpus)
-    channel = grpc.insecure_channel(address)
-    start_session = _raw(channel, START_SESSION)
-    set_power = _raw(channel, SET_POWER)
-    empty = robot_pb2.StartSessionRequest().SerializeToString()
-    records: list[LaneRecord] = []
-    lock = threading.Lock()
-    conn.send("ready")
-    _, begin = conn.recv()
-
-    def lane(motor: str, offset: float, rng: random.Random) -> None:
-        time.sleep(max(0.0, begin + offset - time.monotonic()))
-        power = motor_pb2.SetPowerRequest(name=motor, power_pct=POWER).SerializeToString()
-        for _ in range(cycles):
-            session_id, error = "", ""
-            sent = answered = time.monotonic()
-            try:
-                session_id = robot_pb2.StartSessionResponse.FromString(start_session(empty, timeout=5.0)).id
-                sent = time.monotonic()
-                set_power(power, timeout=5.0, metadata=(("viam-sid", session_id),))
-                answered = time.monotonic()
-            except grpc.RpcError as exc:
-                error = str(exc.code()) if isinstance(exc, grpc.Call) else repr(exc)
-            with lock:
-                records.append(LaneRecord(session_id, motor, sent, answered, error))
-            time.sleep(window + 0.15 + rng.uniform(0.0, 0.25))  # silent: it lapses, is stopped, then the next
-
-    threads = [threading.Thread(target=lane, args=(m, off, random.Random(seed * 100 + k)))
-               for k, (m, off) in enumerate(lanes)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    conn.send(records)
-    conn.recv()
-    channel.close()
+    expiry_client(address, lanes, cycles, window, seed, conn)
 
 
 def timer_witness(realtime: bool, priority: int, procs: str | None, cpu: int | None, conn: Connection) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from rover_safety.daemon.wire import STREAMS_PER_CONNECTION
 
 from tests.support.fault_h2 import HostilePeers
 from tests.support.faults import (
@@ -131,7 +132,7 @@ def test_stalled_streams_and_idle_connections_do_not_stall_live_clients(
     finding.check(alive, "the daemon died")
     finding.check(after_ok, "no new session could be started after the idle connections closed")
     outcome = (f"stalled: {live_outcome(summary1)}; {still_open}/8 stalled connections kept, "
-               f"{sum(refused_streams)} of 256 streams refused (16 streams/connection); "
+               f"{sum(refused_streams)} of 256 streams refused ({STREAMS_PER_CONNECTION} streams/connection); "
                f"idle: {live_outcome(summary2)}; "
                f"{idle_open}/1000 idle connections kept open (cap {cap}); {newcomer_result}")
     del newcomer_ok  # what the cap does to a new client is the next test's (a known defect)
