@@ -15,7 +15,7 @@ from rover_safety.client import SessionExpired, SessionsUnsupported, connect
 from rover_safety.client.connection import DEFAULT_WINDOW
 from rover_safety.client.heartbeats import THREAD_NAME
 
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import PERMISSIVE_KEEPALIVE, FakeServer
 from tests.support.waiting import wait_until
 
 WINDOW = 0.2
@@ -90,9 +90,8 @@ def test_a_blocked_command_does_not_delay_heartbeats(server: FakeServer) -> None
 
 def test_heartbeats_have_a_connection_of_their_own_so_long_calls_cannot_queue_them() -> None:
     """The daemon allows 4 streams per connection (daemon/wire STREAMS_PER_CONNECTION): six calls that hang must
-    not leave the heartbeats waiting for a free stream behind them. At the default window the heartbeat channel's
-    options equal the command channel's, so only a subchannel pool of its own keeps them on separate connections."""
-    from tests.support.fake_server import PERMISSIVE_KEEPALIVE
+    not leave the heartbeats waiting for a free stream behind them: the heartbeat thread's channel has a subchannel
+    pool of its own, so it never shares the command channel's connection, whatever the two channels' options."""
     streams = [*PERMISSIVE_KEEPALIVE, ("grpc.max_concurrent_streams", 4)]
     with FakeServer(window=DEFAULT_WINDOW, options=streams) as server:
         server.delay("MotorService/IsMoving", 1.0)
