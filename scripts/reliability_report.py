@@ -43,8 +43,9 @@ heartbeats on time (each within a quarter window of when it was due), because th
 This file is generated: `make reliability` runs the tests (tests/test_reliability*.py and the linked ones), which
 record their figures in `build/reliability.json`, then `scripts/reliability_report.py` writes this page. The soak
 (`scripts/soak.py --minutes 60`) is run by hand; its last result is kept below. Tests assert generous bounds (a
-shared, noisy 2-core machine); the figures say how close it really is. Rows marked **known limitation** are
-`xfail(strict=True)` tests: they fail today and will turn the suite red once fixed, to be unmarked.
+shared, noisy 2-core machine); the figures say how close it really
+is. Defects the tests found were strict xfails until fixed (below, with what fixed each); a row marked **known
+limitation** would be one still open.
 
 Needs root (network namespaces, a throwaway systemd, `setpriv`, real-time priorities), the PyPI package `h2` (the
 raw HTTP/2 client) and Debian's `faketime` (libfaketime); `make reliability` installs both if missing.
@@ -76,14 +77,16 @@ Each was first a strict xfail; each fix turned its row green (the rows above are
 
 ## Known limitation
 
-5. **Idle connections from one host can fill the daemon's 512** (`idle-connections-lockout`, a strict xfail):
+5. **Idle connections from one host can fill the daemon's 512** (`idle-connections-lockout`: its row records it,
+   and the test asserts what the daemon does guarantee around it):
    `max_connections` is gRPC's `grpc.max_allowed_incoming_connections`, a global count, and gRPC Python has no
    hook where a connection could be refused per source before it is accepted, so 600 idle connections (preface +
-   SETTINGS) from one host leave a new client of another host without a slot. Live sessions on their connections
-   are unaffected (0 false expiries). What the daemon does: connections without calls are closed after a minute
-   (`grpc.max_connection_idle_ms`), which ends the lock-out once the attacker stops reconnecting. What the rover
-   should do: the nftables rule in [SECURITY.md](SECURITY.md), which caps new connections per source before the
-   daemon sees them (the test runs without it, to show the daemon's own behaviour).
+   SETTINGS) from one host leave a new client of another host without a slot. Clients already connected keep
+   their sessions and drive, and a new client gets in as soon as the idle connections close. What the daemon
+   does: connections without calls are closed after a minute (`grpc.max_connection_idle_ms`), which ends the
+   lock-out once the attacker stops reconnecting. What the rover should do: the nftables rule in
+   [SECURITY.md](SECURITY.md), which caps new connections per source before the daemon sees them (the test runs
+   without it, to show the daemon's own behaviour).
 
 ## Other observations
 
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if not soak and args.out.exists():
         found = SOAK_MARK.search(args.out.read_text())
         soak = json.loads(found.group(1)) if found else {}
-    xfail_keys = {"idle-connections-lockout"}  # the strict xfails left (docs: "Known limitation")
+    xfail_keys: set[str] = set()  # keys of strict-xfail tests, shown as "known limitation" (none today)
     args.out.write_text(render(results, soak, xfail_keys))
     print(f"wrote {args.out} ({len(results['rows'])} rows{', soak' if soak else ''})")
     return 0

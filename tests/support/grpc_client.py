@@ -22,8 +22,11 @@ from rover_safety.api import (
 class Client:
     """A plain gRPC client of one daemon, with the session id to attach to monitored calls."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.channel = grpc.insecure_channel(f"{host}:{port}")
+    def __init__(self, port: int, host: str = "127.0.0.1", own_connection: bool = False) -> None:
+        """`own_connection`: never share a connection with another Client of the same address (gRPC shares one
+        between channels of equal options otherwise)."""
+        options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+        self.channel = grpc.insecure_channel(f"{host}:{port}", options=options)
         self.robot = robot_pb2_grpc.RobotServiceStub(self.channel)
         self.motor = motor_pb2_grpc.MotorServiceStub(self.channel)
         self.base = base_pb2_grpc.BaseServiceStub(self.channel)
