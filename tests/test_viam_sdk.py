@@ -139,7 +139,8 @@ def test_sigkilled_sdk_client_is_stopped_within_its_window(make_daemon: DaemonFa
     for bcm in (LEFT_PWM, RIGHT_PWM):
         latency = changed_at(daemon, bcm) - killed_at
         assert 0 < latency <= STOP_BOUND, f"GPIO{bcm} went off {latency:.3f} s after the kill"
-    assert states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0)
+    # the deadline thread cuts the PWM itself; direction pins and enables follow on stop threads a moment later
+    wait_until(lambda: states(daemon, *ALL_PINS) == dict.fromkeys(ALL_PINS, 0), 1, "every pin of the motors low")
     expired = journal.wait_for("expired", session)
     # what this session drove last: the base (and so both its motors) and `left` directly
     assert set(field(expired, "RESOURCES").split(",")) == {"base", "left", "right"}
