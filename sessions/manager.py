@@ -24,6 +24,7 @@ from .session import NIL, Session, SessionEvent
 from .stopping import STOP_TIMEOUT, StopPath, StopReport
 
 MAX_SESSIONS = 1024
+SETTLE_MARGIN = 0.5  # seconds beyond the stop timeout a new command waits for a forced-off resource's stop to settle
 
 T = TypeVar("T")
 
@@ -74,6 +75,8 @@ class SessionManager:
         self._seq = 0
         self._last_user: dict[str, str] = {}  # resource name -> session id
         self._unmonitored: set[str] = set()  # moved without a session since their last monitored use
+        self._stopping: dict[str, StopReport] = {}  # resource name -> the stop of the session that drove it last
+        self._settle_wait = stop_timeout + SETTLE_MARGIN
         self._closed = False
         self._thread: threading.Thread | None = None
         if hooks.autostart:
@@ -176,10 +179,12 @@ class SessionManager:
         runs. If the command fails, the resources go back to their previous users, so a refused command never takes
         a running motor away from the session that drives it. If the session ended while the command ran, the
         expiry's stop may have come before the command set the outputs: stopping again afterwards closes that race
-        (unless another session has taken the resource over).
+        (unless another session has taken the resource over). A command on a resource whose previous session's stop
+        is still under way waits for that stop first (a bounded wait), so the stop never undoes the new command.
         """
         claim = self.claim(name)
         try:
+            self._await_stops(claim.names)
             result = command()
         except BaseException:
             self.give_back(claim)
@@ -304,6 +309,22 @@ class SessionManager:
                                         f"watching it{was}"))
         return previous
 
+    def _await_stops(self, names: tuple[str, ...]) -> None:
+        """Wait until the stop of whichever session drove any of `names` before has reached the pins (bounded): a
+        stop that is still under way on a stop thread must not undo a newer session's command."""
+        with self._lock:
+            pending = set()
+            for n in names:
+                report = self._stopping.get(n)
+                if report is None:
+                    continue
+                if report.settled.is_set():
+                    del self._stopping[n]
+                else:
+                    pending.add(report)
+        for report in pending:
+            report.settled.wait(self._settle_wait)
+
     def _give_back(self, names: tuple[str, ...], session: Session | None, previous: dict[str, str | None]) -> None:
         """After a failed command the resources go back to their previous users; one whose user ended meanwhile is
         stopped, since that session's expiry could not stop what this command had claimed."""
@@ -367,8 +388,11 @@ class SessionManager:
         whole = {n for n in owned if n in self._parts and set(self._parts[n]) <= set(owned)}
         covered = {p for n in whole for p in self._parts[n]}
         names = tuple(n for n in owned if n not in covered and (n not in self._parts or n in whole))
-        return StopReport(session, reason, deadline, names, tuple(n for n in owned if n in names or n in covered),
-                          detail=detail)
+        report = StopReport(session, reason, deadline, names, tuple(n for n in owned if n in names or n in covered),
+                            detail=detail)
+        for name in report.stopped:
+            self._stopping[name] = report
+        return report
 
     def _run(self) -> None:
         hooks = self._hooks
@@ -388,8 +412,13 @@ class SessionManager:
                         continue
                     if hooks.ticking and now >= next_tick:
                         assert hooks.tick is not None and hooks.tick_interval is not None
-                        hooks.tick()
                         next_tick = now + hooks.tick_interval
+                        self._lock.release()  # the tick (systemd's watchdog ping) must not hold up heartbeats
+                        try:
+                            hooks.tick()
+                        finally:
+                            self._lock.acquire()
+                        continue
                     wake_at = self._heap[0][0] if self._heap else None
                     if hooks.ticking:
                         wake_at = next_tick if wake_at is None else min(wake_at, next_tick)

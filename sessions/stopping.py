@@ -29,7 +29,8 @@ class StopReport:
     failed: dict[str, str] = field(default_factory=dict)
     cut_failed: dict[str, str] = field(default_factory=dict)  # cut_power() at the deadline raised
     detail: str = ""  # why the session ended, when not its own expiry or close
-    done: threading.Event = field(default_factory=threading.Event)
+    settled: threading.Event = field(default_factory=threading.Event)  # every resource stopped or forced off
+    done: threading.Event = field(default_factory=threading.Event)  # ... and the outcome reported
 
     @property
     def latency(self) -> float | None:
@@ -137,6 +138,7 @@ class StopPath:
         self._on_event(SessionEvent("stop_failed", s.id, s.peer, resources=(name,), detail=detail))
 
     def _finish(self, report: StopReport) -> None:
+        report.settled.set()
         s = report.session
         self._on_event(SessionEvent(report.reason, s.id, s.peer, s.window, report.stopped, tuple(report.moving),
                                     report.latency, report.detail))
