@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 from gpiozero.pins import Factory
-from rover_safety.api import robot_pb2
 from rover_safety.config import Config, ConfigError, format_duration, load_isolated
 from rover_safety.drivers import (
     COMMAND_TIMEOUT,
@@ -43,6 +43,7 @@ from .state import record_driven
 if TYPE_CHECKING:
     import socket
 
+    from google.protobuf.message import Message
     from rover_safety.web import OperatorPage
 
     from .metrics import Metrics, MetricsServer
@@ -290,10 +291,13 @@ class Daemon:
         return found
 
     def stop_all(self) -> list[str]:
-        """Every resource stopped: the sub-parts' (those connected) first, then this daemon's own."""
-        moving = [name for part in self._parts.values() for name in stop_part(part)]
+        """Every resource stopped: each connected sub-part asked first and at once, this daemon's own stopped while
+        they answer (a part that is slow or gone never delays the pins here)."""
+        asked = [(part, [n for n, r in part.resources.items() if r.is_moving()], part.stop_all())
+                 for part in self._parts.values() if part.connected]
         with self.lock:
-            return moving + (self.rig.stop_all() if self.rig else [])
+            local = self.rig.stop_all() if self.rig else []
+        return parts_stopped(asked) + local
 
     def motion_refused(self) -> str | None:
         return self._refused
@@ -576,29 +580,32 @@ class Daemon:
             self._fatal = f"shutdown: {what}"
 
 
-PART_TIMEOUT = 0.5  # seconds a sub-part may take to answer a stop, or a close, from a primary that is stopping
+PART_TIMEOUT = 0.5  # seconds the sub-parts together may take to close, from a primary that is stopping
 
 
-def stop_part(part: Part) -> list[str]:
-    """StopAll on a connected part; what it reported moving, under their names here. A lost part stops itself."""
-    if not part.connected:
-        return []
-    moving = [name for name, resource in part.resources.items() if resource.is_moving()]
-    try:
-        part.forward("/viam.robot.v1.RobotService/StopAll", robot_pb2.StopAllRequest(), robot_pb2.StopAllResponse)
-    except Exception as exc:  # its own expiry of this daemon's session stops it anyway; say so
-        log.warning("StopAll could not reach part %s: %s", part.name, exc)
-        return []
+def parts_stopped(asked: list[tuple[Part, list[str], Future[Message]]]) -> list[str]:
+    """What the parts asked to StopAll had moving, under their names here, once each has answered or given up (each
+    call is bounded by its own deadline). A part that could not be reached stops itself at its expiry of this
+    daemon's session."""
+    moving = []
+    for part, names, answer in asked:
+        try:
+            answer.result()
+        except Exception as exc:
+            log.warning("StopAll could not reach part %s: %s", part.name, exc)
+        else:
+            moving += names
     return moving
 
 
 def close_parts(parts: list[Part]) -> None:
-    """Close this daemon's sessions on every part at once (each stops what it drove there), bounded in time."""
+    """Close this daemon's sessions on every part at once (each stops what it drove there), within PART_TIMEOUT."""
     threads = [threading.Thread(target=part.close, name=f"close-{part.name}", daemon=True) for part in parts]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + PART_TIMEOUT
     for thread in threads:
-        thread.join(PART_TIMEOUT)
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def command_timeout(heartbeat_window: float) -> float:

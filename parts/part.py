@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 
 from google.protobuf.message import Message
+from rover_safety.api import robot_pb2
 from rover_safety.client import RECONNECTED, RECONNECTING, ClientError, Status, connect
 from rover_safety.client.sync import Client
 from rover_safety.config import RemoteConfig
 
 from .errors import PartUnavailable
-from .resources import RemoteResource
+from .resources import STOP_ANSWER, RemoteResource
 
 log = logging.getLogger("rover-safety")
 
@@ -29,6 +30,7 @@ log = logging.getLogger("rover-safety")
 # would take a part that is only slow under CPU load for a lost one.
 KEEPALIVE = 1.0
 RETRY = (0.2, 2.0)  # seconds between connection attempts: first, then at most
+STOP_ALL = "/viam.robot.v1.RobotService/StopAll"
 CONNECTED, LOST, CONNECTING = "connected", "lost", "connecting"
 
 
@@ -61,17 +63,23 @@ class Part:
             raise PartUnavailable(self.name, self.detail)
         return client
 
-    def forward(self, path: str, request: Message, response: type[Message]) -> Message:
-        return self._live_client().forward(path, request, response)
+    def forward(self, path: str, request: Message, response: type[Message], *,
+                timeout: float | None = None) -> Message:
+        return self._live_client().forward(path, request, response, timeout=timeout)
 
-    def forward_future(self, path: str, request: Message, response: type[Message]
-                       ) -> concurrent.futures.Future[Message]:
+    def forward_future(self, path: str, request: Message, response: type[Message], *,
+                       timeout: float | None = None) -> concurrent.futures.Future[Message]:
         try:
-            return self._live_client().forward_future(path, request, response)
+            return self._live_client().forward_future(path, request, response, timeout=timeout)
         except PartUnavailable as exc:
             failed: concurrent.futures.Future[Message] = concurrent.futures.Future()
             failed.set_exception(exc)
             return failed
+
+    def stop_all(self) -> concurrent.futures.Future[Message]:
+        """Ask the part to stop everything (StopAll) without waiting; the call gives up after STOP_ANSWER."""
+        return self.forward_future(STOP_ALL, robot_pb2.StopAllRequest(), robot_pb2.StopAllResponse,
+                                   timeout=STOP_ANSWER)
 
     def close(self) -> None:
         """End the primary's session on the part (it stops what the primary drove there at once), and the link."""

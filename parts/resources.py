@@ -12,6 +12,10 @@ from rover_safety.api import base_pb2, motor_pb2
 if TYPE_CHECKING:
     from .part import Part
 
+# Seconds a part may take to answer a stop from this primary. Past it the call is given up: the part's own expiry of
+# this primary's session stops what the primary drove there anyway, and a stop thread or StopAll is not held longer.
+STOP_ANSWER = 0.5
+
 SERVICES = {"motor": "viam.component.motor.v1.MotorService", "base": "viam.component.base.v1.BaseService"}
 STOPS = {"motor": (motor_pb2.StopRequest, motor_pb2.StopResponse), "base": (base_pb2.StopRequest,
                                                                              base_pb2.StopResponse)}
@@ -39,7 +43,8 @@ class RemoteResource:
         if not self.part.connected:
             return None
         request, response = STOPS[self.kind]
-        self.part.forward(f"/{SERVICES[self.kind]}/Stop", request(name=self.remote_name), response)
+        self.part.forward(f"/{SERVICES[self.kind]}/Stop", request(name=self.remote_name), response,
+                          timeout=STOP_ANSWER)
         was, self.moving = self.moving, False
         return was
 
