@@ -7,19 +7,21 @@ VIAM_VENV ?= .venv-viam
 CONFIG   ?= config/example.yaml
 BIN      := $(VENV)/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2 util-linux shellcheck \
-                chromium chromium-driver prometheus faketime
+# What the daemon needs on a rover (systemd-python builds against libsystemd; gen-cert asks `ip` for the addresses),
+# and what only the tests need on top (a browser for the web page, a Prometheus to scrape, a clock to fake).
+APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2
+TEST_APT_PACKAGES := $(APT_PACKAGES) util-linux shellcheck chromium chromium-driver prometheus faketime
 VIAM_SDK := viam-sdk==0.85.1
 
-.PHONY: run test lint typecheck bench bench-budget protos deps install uninstall clean
+.PHONY: run test lint typecheck bench bench-budget protos deps test-deps install uninstall clean
 
 run: $(BIN)/.installed
 	$(BIN)/rover-safety serve --config $(CONFIG) --simulate
 
-test: $(BIN)/.installed $(VIAM_VENV)/.installed lint typecheck
+test: $(BIN)/.installed $(VIAM_VENV)/.installed lint typecheck | test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed | test-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	shellcheck systemd/install.sh .ci/run
@@ -52,11 +54,16 @@ bench-budget: $(BIN)/.installed
 protos: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
-# Debian / Raspberry Pi OS packages: only those missing are installed (systemd-python builds against libsystemd).
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+# Debian / Raspberry Pi OS packages: only those missing are installed.
+apt_install = @missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(BIN)/.installed: setup.cfg pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
