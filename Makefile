@@ -101,7 +101,7 @@ RELIABILITY_TESTS := tests/test_reliability.py tests/test_reliability_load.py te
 	tests/test_hil.py::test_a_hung_pigpiod_is_noticed_within_one_window
 
 .PHONY: reliability
-reliability: $(BIN)/.installed
+reliability: $(BIN)/.installed | test-deps
 	rm -f build/reliability.json
 	$(BIN)/python -m pytest -p tests.support.fault_links -p no:cacheprovider $(RELIABILITY_TESTS) $(PYTEST_ARGS); \
 	  status=$$?; $(BIN)/python scripts/reliability_report.py && exit $$status
