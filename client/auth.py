@@ -22,7 +22,6 @@ class Token:
         self.key_id = key_id
         self._api_key = api_key
         self.value: str | None = None
-        self.renewals = 0
         self._sync_lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
 
@@ -64,7 +63,6 @@ class Token:
             except grpc.aio.AioRpcError as exc:
                 raise self._failed(exc, exc.code(), exc.details() or "") from None
             self.value = call.decode(reply)
-            self.renewals += 1
 
     def renew_sync(self, channel: grpc.Channel, stale: str | None, timeout: float | None) -> None:
         """Blocking twin of `renew_async`, for the heartbeat thread's own channel."""
@@ -81,4 +79,3 @@ class Token:
                 details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
                 raise self._failed(exc, code, details) from None
             self.value = call.decode(reply)
-            self.renewals += 1

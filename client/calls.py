@@ -29,11 +29,9 @@ ROBOT = "viam.robot.v1.RobotService"
 SAFETY = "rover_safety.v1.SafetyService"
 AUTH = "proto.rpc.v1.AuthService"
 
-START_SESSION = f"/{ROBOT}/StartSession"
-HEARTBEAT = f"/{ROBOT}/SendSessionHeartbeat"
-CLOSE_SESSION = f"/{SAFETY}/CloseSession"
 WATCH_EVENTS = f"/{SAFETY}/WatchEvents"
-AUTHENTICATE = f"/{AUTH}/Authenticate"
+# The timed moves, which block until done: no default deadline.
+TIMED = frozenset({f"/{MOTOR}/GoFor", f"/{MOTOR}/GoTo", f"/{BASE}/MoveStraight", f"/{BASE}/Spin"})
 
 
 def monitored_methods(*files: FileDescriptor) -> frozenset[str]:
@@ -81,10 +79,11 @@ def _extra(extra: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
 
 
 def _call(service: str, method: str, request: Message, response: type[Message], decode: Callable[[Any], T],
-          name: str = "", *, timed: bool = False) -> Call[T]:
+          name: str = "") -> Call[T]:
     short = service.rsplit(".", 1)[-1]
     label = f"{short}/{method}" + (f"({name})" if name else "")
-    return Call(f"/{service}/{method}", request, response, decode, label, timed)
+    path = f"/{service}/{method}"
+    return Call(path, request, response, decode, label, path in TIMED)
 
 
 def _vector(x: float = 0.0, y: float = 0.0, z: float = 0.0) -> common_pb2.Vector3:
@@ -102,7 +101,7 @@ def motor_set_power(name: str, power: float, extra: Mapping[str, Any] | None = N
 def motor_go_for(name: str, rpm: float, revolutions: float, extra: Mapping[str, Any] | None = None) -> Call[None]:
     """MotorService/GoFor (blocks until the move is done; 0 revolutions: indefinitely)."""
     req = motor_pb2.GoForRequest(name=name, rpm=float(rpm), revolutions=float(revolutions), extra=_extra(extra))
-    return _call(MOTOR, "GoFor", req, motor_pb2.GoForResponse, _none, name, timed=True)
+    return _call(MOTOR, "GoFor", req, motor_pb2.GoForResponse, _none, name)
 
 
 def motor_set_rpm(name: str, rpm: float, extra: Mapping[str, Any] | None = None) -> Call[None]:
@@ -116,7 +115,7 @@ def motor_go_to(name: str, rpm: float, position_revolutions: float,
     """MotorService/GoTo (blocks until the move is done)."""
     req = motor_pb2.GoToRequest(name=name, rpm=float(rpm), position_revolutions=float(position_revolutions),
                                 extra=_extra(extra))
-    return _call(MOTOR, "GoTo", req, motor_pb2.GoToResponse, _none, name, timed=True)
+    return _call(MOTOR, "GoTo", req, motor_pb2.GoToResponse, _none, name)
 
 
 def motor_stop(name: str, extra: Mapping[str, Any] | None = None) -> Call[None]:
@@ -171,14 +170,14 @@ def base_move_straight(name: str, distance_mm: int, mm_per_sec: float,
     """BaseService/MoveStraight (blocks until the move is done)."""
     req = base_pb2.MoveStraightRequest(name=name, distance_mm=int(distance_mm), mm_per_sec=float(mm_per_sec),
                                        extra=_extra(extra))
-    return _call(BASE, "MoveStraight", req, base_pb2.MoveStraightResponse, _none, name, timed=True)
+    return _call(BASE, "MoveStraight", req, base_pb2.MoveStraightResponse, _none, name)
 
 
 def base_spin(name: str, angle_deg: float, degs_per_sec: float, extra: Mapping[str, Any] | None = None) -> Call[None]:
     """BaseService/Spin (blocks until the move is done)."""
     req = base_pb2.SpinRequest(name=name, angle_deg=float(angle_deg), degs_per_sec=float(degs_per_sec),
                                extra=_extra(extra))
-    return _call(BASE, "Spin", req, base_pb2.SpinResponse, _none, name, timed=True)
+    return _call(BASE, "Spin", req, base_pb2.SpinResponse, _none, name)
 
 
 def base_stop(name: str, extra: Mapping[str, Any] | None = None) -> Call[None]:
@@ -202,9 +201,6 @@ def base_get_properties(name: str, extra: Mapping[str, Any] | None = None) -> Ca
 
 
 # --- robot, safety, auth -------------------------------------------------------------------------------------------
-
-TIMED = frozenset({f"/{MOTOR}/GoFor", f"/{MOTOR}/GoTo", f"/{BASE}/MoveStraight", f"/{BASE}/Spin"})
-
 
 def forward(path: str, request: Message, response: type[Message]) -> Call[Message]:
     """Any unary call of the API, its response as it comes (for a primary part forwarding its users' calls)."""
@@ -230,6 +226,12 @@ def start_session(resume: str = "") -> Call[robot_pb2.StartSessionResponse]:
     """RobotService/StartSession (resume: a previous id, or "")."""
     return _call(ROBOT, "StartSession", robot_pb2.StartSessionRequest(resume=resume),
                  robot_pb2.StartSessionResponse, lambda r: r)
+
+
+def heartbeat_window(reply: robot_pb2.StartSessionResponse, default: float) -> float:
+    """The heartbeat window of a StartSession reply, seconds (`default` if the daemon sent none, or zero)."""
+    window = reply.heartbeat_window.ToTimedelta().total_seconds() if reply.HasField("heartbeat_window") else 0.0
+    return float(window) or default
 
 
 def heartbeat(session_id: str) -> Call[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -81,7 +81,6 @@ class ConnectOptions:
     close_timeout: float = 2.0
     keepalive_time: float | None = None  # seconds between keepalive pings; None: window / 2; 0: no pings
     handle_sigterm: bool = True
-    extra_channel_options: tuple[tuple[str, int | str], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if (self.api_key is None) != (self.key_id is None):
@@ -123,7 +122,6 @@ def channel_options(opts: ConnectOptions, window: float, tls: TlsSetup) -> list[
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
         *tls.options,
-        *opts.extra_channel_options,
     ]
 
 

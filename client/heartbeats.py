@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from rover_safety.api import robot_pb2
@@ -81,8 +81,11 @@ class _Target:
     resume: bool = False
     last_ok: float = 0.0
     paused: bool = False
-    beats: int = 0
-    skipped: int = 0
+    # Built once per session: the heartbeat channel only serializes it, never changes it.
+    beat_request: robot_pb2.SendSessionHeartbeatRequest = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.beat_request = robot_pb2.SendSessionHeartbeatRequest(id=self.session_id)
 
     @property
     def interval(self) -> float:
@@ -138,11 +141,6 @@ class Heartbeater:
                 self._target = None
                 self._cond.notify_all()
 
-    def current(self) -> str | None:
-        """The session being heartbeaten, if any."""
-        with self._cond:
-            return self._target.session_id if self._target else None
-
     def stop(self, timeout: float) -> None:
         """End the thread (waits up to `timeout` s for a beat in flight, whose deadline is one interval)."""
         with self._cond:
@@ -165,22 +163,20 @@ class Heartbeater:
                         return
                     t = self._target
                     assert t is not None
-                if self._channel is None:
-                    self._prepare(t)  # the channel and its token, before the first slot is due
+                    prepared = self._channel is not None
+                    if prepared:
+                        now = time.monotonic()
+                        due = t.first + t.next_slot * t.interval
+                        if now < due:
+                            self._cond.wait(due - now)
+                            continue
+                        slot = max(t.next_slot, int((now - t.first) // t.interval))
+                        t.next_slot = slot + 1
+                        # The beat must be over by the next slot, so a slow one cannot push the schedule back.
+                        deadline = max(t.interval / 4, t.first + t.next_slot * t.interval - now)
+                if not prepared:
+                    self._prepare(t)  # the channel and its token, before the first slot is due (outside the lock)
                     continue
-                with self._cond:
-                    if self._target is not t or self._stopping:
-                        continue
-                    now = time.monotonic()
-                    due = t.first + t.next_slot * t.interval
-                    if now < due:
-                        self._cond.wait(due - now)
-                        continue
-                    slot = max(t.next_slot, int((now - t.first) // t.interval))
-                    t.skipped += slot - t.next_slot
-                    t.next_slot = slot + 1
-                    # The beat must be over by the next slot, so a slow one cannot push the schedule back.
-                    deadline = max(t.interval / 4, t.first + t.next_slot * t.interval - now)
                 self._slot(t, now, deadline)
         except Exception:  # a bug here must not pass silently: the session would lapse
             log.exception("rover-safety client: the heartbeat loop failed; the session will lapse")
@@ -251,7 +247,7 @@ class Heartbeater:
     def _beat(self, t: _Target, deadline: float) -> None:
         beat, _ = self._rpcs(t.window)
         try:
-            self._call(t, beat, robot_pb2.SendSessionHeartbeatRequest(id=t.session_id), deadline)
+            self._call(t, beat, t.beat_request, deadline)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if is_session_expired(exc):
@@ -261,7 +257,6 @@ class Heartbeater:
                 t.resume = True  # the daemon may be back with the session, or without it: ask at the next slot
             log.debug("rover-safety client: heartbeat failed: %s", exc)
             return
-        t.beats += 1
         t.last_ok = time.monotonic()
 
     def _resume(self, t: _Target, deadline: float) -> None:
@@ -280,8 +275,7 @@ class Heartbeater:
             log.info("rover-safety client: session resumed after a transient failure")
             return
         if self._is_current(t):
-            window = reply.heartbeat_window.ToTimedelta().total_seconds() or t.window
-            self._on_replaced(t.session_id, reply.id, window)
+            self._on_replaced(t.session_id, reply.id, calls.heartbeat_window(reply, t.window))
 
     def _end(self, t: _Target, why: str) -> None:
         with self._cond:

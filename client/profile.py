@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ ENV = {
     "tls_fingerprint": "ROVER_SAFETY_TLS_FINGERPRINT",
     "insecure": "ROVER_SAFETY_INSECURE",
 }
+# The settings a profile hands to `connect()` as they are (address and insecure/tls are handled on their own).
+CONNECTION_FIELDS = ("key_id", "api_key", "ca_file", "tls_fingerprint", "server_name")
 PROFILE_VARIABLE = "ROVER_SAFETY_PROFILE"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -184,11 +186,10 @@ class ClientProfile:
             raise ProfileError(f"{self.source}: no address: set ROVER_SAFETY_ADDRESS or `address:` in "
                                f"{default_path()}")
         kwargs: dict[str, Any] = {"address": self.address, "tls": not self.insecure}
-        for f in fields(self):
-            if f.name in ("key_id", "api_key", "ca_file", "tls_fingerprint", "server_name"):
-                value = getattr(self, f.name)
-                if value is not None:
-                    kwargs[f.name] = value
+        for name in CONNECTION_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
         return kwargs
 
     def __repr__(self) -> str:

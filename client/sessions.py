@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from rover_safety.api import robot_pb2
 
-from .connection import DEFAULT_WINDOW
+from .calls import heartbeat_window
+from .connection import DEFAULT_WINDOW  # Viam's 2 s, if the daemon sends no window
 from .errors import Refused, SessionExpired, Unsupported, session_expired
 from .heartbeats import Heartbeater
 
@@ -63,12 +64,6 @@ def current() -> Session | None:
     return _CURRENT.get()
 
 
-def window_of(reply: robot_pb2.StartSessionResponse) -> float:
-    """The heartbeat window of a StartSession reply, seconds (Viam's 2 s default if the daemon sent none)."""
-    window = reply.heartbeat_window.ToTimedelta().total_seconds() if reply.HasField("heartbeat_window") else 0.0
-    return float(window) or DEFAULT_WINDOW
-
-
 class AutoSessions:
     """The client's automatic session: at most one, started before the first monitored call, heartbeaten by the one
     heartbeat loop, forgotten when it expires (the next monitored call then starts a new one)."""
@@ -82,7 +77,6 @@ class AutoSessions:
         self._window = 0.0
         self._notice: str | None = None  # why the session ended, found outside a call: the next call raises it
         self._start_lock: asyncio.Lock | None = None
-        self.started = 0
 
     @property
     def current(self) -> Session | None:
@@ -124,10 +118,9 @@ class AutoSessions:
                 return None
             if not reply.id:
                 raise Refused("StartSession returned an empty session id; is this a rover-safety or Viam server?")
-            window = window_of(reply)
+            window = heartbeat_window(reply, DEFAULT_WINDOW)
             with self._lock:
                 self._id, self._window = reply.id, window
-                self.started += 1
             self._heartbeater.follow(reply.id, window, started=t0)
             log.debug("rover-safety client: started session %s, window %.3f s", reply.id[:8], window)
             return reply.id
@@ -183,7 +176,7 @@ class ManualSessions:
         reply = await self._start("")
         if not reply.id:
             raise Unsupported("the daemon does not implement sessions")
-        session = Session(reply.id, window_of(reply))
+        session = Session(reply.id, heartbeat_window(reply, DEFAULT_WINDOW))
         if window is not None and abs(session.window - window) > 0.001:
             await self._close(session.id)
             raise Refused(f"the daemon's heartbeat window is {session.window:g} s, not the {window:g} s asked for: "

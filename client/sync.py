@@ -17,7 +17,7 @@ from .connection import ConnectOptions, parse_address
 from .core import Core
 from .errors import Closed
 from .loop import wait
-from .profile import ClientProfile
+from .profile import CONNECTION_FIELDS, ClientProfile
 from .resources import Base, Motor
 from .sessions import Session
 from .status import Event, ResourceName, SessionInfo, Status
@@ -35,24 +35,20 @@ def _result(core: Core, future: concurrent.futures.Future[T]) -> T:
         raise
 
 
-def build_options(address: str | None, *, api_key: str | None, key_id: str | None, tls: bool | None,
-                  ca_file: str | None, tls_fingerprint: str | None, server_name: str | None,
-                  profile: ClientProfile | None, **rest: Any) -> ConnectOptions:
-    """ConnectOptions from `connect()`'s arguments; without an address, the profile (env / file) supplies them."""
+def build_options(address: str | None, *, tls: bool | None, profile: ClientProfile | None,
+                  **rest: Any) -> ConnectOptions:
+    """ConnectOptions from `connect()`'s arguments; without an address, the profile (env / file) supplies them
+    (each of CONNECTION_FIELDS the arguments leave None, and tls if None)."""
     if address is None:
         prof = profile if profile is not None else ClientProfile.load()
         given = prof.connect_kwargs()
         address = given["address"]
-        api_key = api_key if api_key is not None else given.get("api_key")
-        key_id = key_id if key_id is not None else given.get("key_id")
-        ca_file = ca_file if ca_file is not None else given.get("ca_file")
-        tls_fingerprint = tls_fingerprint if tls_fingerprint is not None else given.get("tls_fingerprint")
-        server_name = server_name if server_name is not None else given.get("server_name")
+        for name in CONNECTION_FIELDS:
+            if rest.get(name) is None:
+                rest[name] = given.get(name)
         if tls is None:
             tls = bool(given["tls"])
-    return ConnectOptions(address=parse_address(address), api_key=api_key, key_id=key_id,
-                          tls=True if tls is None else tls, ca_file=ca_file, tls_fingerprint=tls_fingerprint,
-                          server_name=server_name, **rest)
+    return ConnectOptions(address=parse_address(address), tls=True if tls is None else tls, **rest)
 
 
 def connect(address: str | None = None, *, api_key: str | None = None, key_id: str | None = None,

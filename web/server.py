@@ -202,10 +202,14 @@ class OperatorPage:
         try:
             return await call(self.upstream.metadata(self._peer(request), token, session))
         except grpc.aio.AioRpcError as exc:
-            failed = CallFailed.of(exc)
-            if failed.code == "UNAUTHENTICATED" and token is not None:
-                self.visits.end_token(token)
-            raise failed from None
+            raise self._failed(exc, token) from None
+
+    def _failed(self, error: grpc.aio.AioRpcError, token: str | None) -> CallFailed:
+        """A gRPC call's failure as CallFailed; a refused token logs its visit out."""
+        failed = CallFailed.of(error)
+        if failed.code == "UNAUTHENTICATED" and token is not None:
+            self.visits.end_token(token)
+        return failed
 
     # --- the page and its state ---------------------------------------------------------------------------
 
@@ -271,10 +275,7 @@ class OperatorPage:
             except StopAsyncIteration:
                 raise CallFailed("UNAVAILABLE", "the daemon ended the event stream", 503) from None
             except grpc.aio.AioRpcError as exc:
-                failed = CallFailed.of(exc)
-                if failed.code == "UNAUTHENTICATED" and visit.token is not None:
-                    self.visits.end_token(visit.token)
-                raise failed from None
+                raise self._failed(exc, visit.token) from None
             except TimeoutError:
                 raise CallFailed("DEADLINE_EXCEEDED", "the daemon sent no events", 504) from None
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
@@ -300,9 +301,7 @@ class OperatorPage:
                         return
                     await response.write(_sse(message))
             except grpc.aio.AioRpcError as exc:
-                failed = CallFailed.of(exc)
-                if failed.code == "UNAUTHENTICATED" and visit.token is not None:
-                    self.visits.end_token(visit.token)
+                failed = self._failed(exc, visit.token)
                 data = json.dumps({"code": failed.code, "message": failed.message})
                 await response.write(f"event: failed\ndata: {data}\n\n".encode())
 

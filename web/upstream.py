@@ -13,7 +13,6 @@ limits and logs to the person at the browser. Calls go on grpc.aio channels on t
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,11 +24,12 @@ from rover_safety.api import (
     robot_pb2_grpc,
     safety_pb2_grpc,
 )
+from rover_safety.client.core import SESSION_KEY
+from rover_safety.client.errors import is_session_expired
 
 from .listen import split
 
 CALL_TIMEOUT = 5.0  # seconds for any unary call
-SESSION_METADATA_KEY = "viam-sid"
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -102,11 +102,10 @@ class CallFailed(Exception):
 
     @classmethod
     def of(cls, error: grpc.aio.AioRpcError) -> CallFailed:
-        code = error.code()
-        message = error.details() or code.name
-        if code is grpc.StatusCode.INVALID_ARGUMENT and message == "SESSION_EXPIRED":
+        if is_session_expired(error):
             return cls("SESSION_EXPIRED", "the drive session has ended", 409)
-        return cls(code.name, message, HTTP_STATUS.get(code, 502))
+        code = error.code()
+        return cls(code.name, error.details() or code.name, HTTP_STATUS.get(code, 502))
 
 
 HTTP_STATUS = {
@@ -156,9 +155,9 @@ class Upstream:
         if token:
             entries.append(("authorization", f"Bearer {token}"))
         if session:
-            entries.append((SESSION_METADATA_KEY, session))
+            entries.append((SESSION_KEY, session))
         return tuple(entries)
 
-    async def close(self, channels: Sequence[grpc.aio.Channel] = ()) -> None:
-        for channel in (*channels, self.control, self.stops):
+    async def close(self) -> None:
+        for channel in (self.control, self.stops):
             await channel.close(grace=None)

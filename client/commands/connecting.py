@@ -37,11 +37,12 @@ def connection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     With no TLS setting anywhere, plain text to a loopback address that takes no key (the daemon `make run`
     starts), TLS verified by the system's roots otherwise.
     """
-    from ..profile import ClientProfile
+    from ..connection import parse_address
+    from ..profile import CONNECTION_FIELDS, ClientProfile
 
     profile = ClientProfile.load(args.profile)
     kwargs: dict[str, Any] = {"address": args.address or profile.address or DEFAULT_ADDRESS}
-    for name in ("key_id", "api_key", "ca_file", "tls_fingerprint", "server_name"):
+    for name in CONNECTION_FIELDS:
         if getattr(profile, name):
             kwargs[name] = getattr(profile, name)
     if args.key_id:
@@ -58,14 +59,8 @@ def connection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     elif kwargs.get("ca_file") or kwargs.get("tls_fingerprint"):
         kwargs["tls"] = True
     else:
-        kwargs["tls"] = not (_loopback(kwargs["address"]) and "api_key" not in kwargs)
+        kwargs["tls"] = not (parse_address(kwargs["address"]).loopback and "api_key" not in kwargs)
     return kwargs
-
-
-def _loopback(address: str) -> bool:
-    host = address.rpartition(":")[0] if address.count(":") == 1 or address.startswith("[") else address
-    host = host.removeprefix("[").removesuffix("]")
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def open_client(args: argparse.Namespace, **options: Any) -> Client:

@@ -19,7 +19,7 @@ const EVENT_LOG = 12;
 
 const page = {
   csrf: "", authRequired: false, loggedIn: false, keyId: "", publicStop: false,
-  source: null, status: null, retry: 0,
+  source: null, retry: 0,
 };
 const drive = {
   base: "", held: new Set(), want: STOP, sent: STOP, busy: false,
@@ -119,7 +119,7 @@ function unwatch() {
 }
 
 function onEvent(event) {
-  if (event.status) { page.status = event.status; render(event.status); }
+  if (event.status) { render(event.status); }
   if (event.kind !== "snapshot") { logEvent(event); }
   if (event.kind === "shutting_down") { setLink("bad", "daemon stopping"); }
 }
@@ -137,9 +137,9 @@ function el(tag, className, text) {
   return node;
 }
 
-function row(left, right, leftClass = "name") {
+function row(left, right) {
   const div = el("div", "row");
-  div.append(el("span", leftClass, left));
+  div.append(el("span", "name", left));
   if (right) { div.append(right); }
   return div;
 }
