@@ -60,14 +60,20 @@ QUEUE_LIMIT = 10_000  # records waiting for the log thread before new ones are d
 
 
 class BoundedQueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the log thread; never waits: when its queue is full, a record is dropped and counted."""
+    """Hands records to the log thread; never waits: when its queue is full, a record is dropped and counted, and
+    the count is logged ahead of the next record that fits."""
 
     def __init__(self, queue: queue.Queue[logging.LogRecord]) -> None:
         super().__init__(queue)
         self.dropped = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: logging.LogRecord) -> None:  # called under the handler's lock
         try:
+            if self.dropped:
+                self.queue.put_nowait(logging.LogRecord(
+                    record.name, logging.WARNING, __file__, 0,
+                    "%d log records were dropped: the log thread fell behind", (self.dropped,), None))
+                self.dropped = 0
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
