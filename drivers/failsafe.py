@@ -25,6 +25,14 @@ def pwm_roles(motor: MotorConfig) -> set[str]:
     return {"a", "b"} if motor.pins.wiring == "a+b" else {"pwm"}
 
 
+def outputs_off(config: Config) -> list[tuple[str, int, int, bool]]:
+    """(motor.role, BCM pin, off level, carries PWM) for every output of every motor: every PWM output first, as the
+    daemon's stop does, then the rest."""
+    outputs = [(f"{motor.name}.{role}", pin, level, role in pwm_roles(motor))
+               for motor in config.motors for role, pin, level in off_levels(motor)]
+    return [o for o in outputs if o[3]] + [o for o in outputs if not o[3]]
+
+
 def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float = COMMAND_TIMEOUT) -> list[str]:
     """Drive every output of every configured motor off, without the daemon; returns what it did, line by line.
 
@@ -37,7 +45,7 @@ def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float
     its off level, PWM outputs first, on /dev/gpiochip<gpio.lgpio.chip> (one ioctl each), then released: off, even
     the ones left high. A live daemon holds its lines, so there this fails, saying so (pigpio's works under it).
 
-    On other factories it opens the pins itself.
+    On other factories it opens the pins itself (PWM outputs first there too).
     """
     kind = factory_kind or config.pin_factory
     done: list[str] = []
@@ -51,33 +59,24 @@ def safe_stop(config: Config, factory_kind: str | None = None, *, timeout: float
             raise PinFactoryError(f"cannot reach pigpiod at {where} (is it running? sudo systemctl start pigpiod)")
         bound_commands(pi, timeout)
         try:
-            for power_first in (True, False):  # every PWM output to 0 first, as the daemon's stop does; then the rest
-                for motor in config.motors:
-                    pwm = pwm_roles(motor)
-                    for role, pin, level in off_levels(motor):
-                        if (role in pwm) != power_first:
-                            continue
-                        if role in pwm:
-                            pi.set_PWM_dutycycle(pin, 0)
-                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> duty 0")
-                        else:
-                            pi.write(pin, level)
-                            done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
+            for name, pin, level, pwm in outputs_off(config):
+                if pwm:
+                    pi.set_PWM_dutycycle(pin, 0)
+                    done.append(f"{name} (GPIO{pin}) -> duty 0")
+                else:
+                    pi.write(pin, level)
+                    done.append(f"{name} (GPIO{pin}) -> {'high' if level else 'low'}")
         except Exception as exc:
             raise PinFactoryError(f"lost pigpiod at {where} after {len(done)} outputs: {exc!r}") from None
         finally:
             stop_connection(pi)
         return done
     if kind == "lgpio":
-        ordered = [(role in pwm_roles(motor), OffLine(f"{motor.name}.{role}", pin, level))
-                   for motor in config.motors for role, pin, level in off_levels(motor)]
-        return claim_off([line for pwm, line in ordered if pwm] + [line for pwm, line in ordered if not pwm],
-                         config.lgpio_chip)
+        return claim_off([OffLine(name, pin, level) for name, pin, level, _ in outputs_off(config)], config.lgpio_chip)
     factory = open_factory(kind, config.pigpio_host, config.pigpio_port)
-    for motor in config.motors:
-        for role, pin, level in off_levels(motor):
-            gpio = factory.pin(pin)
-            gpio.function = "output"
-            gpio.state = level
-            done.append(f"{motor.name}.{role} (GPIO{pin}) -> {'high' if level else 'low'}")
+    for name, pin, level, _ in outputs_off(config):
+        gpio = factory.pin(pin)
+        gpio.function = "output"
+        gpio.state = level
+        done.append(f"{name} (GPIO{pin}) -> {'high' if level else 'low'}")
     return done
