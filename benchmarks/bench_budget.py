@@ -13,7 +13,7 @@ budget, in this order:
 1. start-up: exec -> READY=1 on a notify socket of ours (NOTIFY_SOCKET), and -> the "listening" log line;
 2. idle: CPU time and wake-ups (context switches) of every thread over --idle-seconds with no client;
    RSS after start;
-3. a heartbeat's round trip after an idle gap: one client, one call every --probe-gap (40 ms);
+3. a heartbeat's round trip after an idle gap: one client, one call every --probe-gap (default 40 ms);
 4. for each of --sessions (1, 10, 100): that many sessions heartbeat every window/5 (window 500 ms) from up to
    4 processes, while 14 expiry lanes in 2 more processes each start a session, SetPower a motor and go silent, over
    and over. Per expiry, the stop latency: the first duty 0 on that motor's PWM pin in the emulator's log, after the
@@ -27,7 +27,8 @@ budget, in this order:
    heartbeat round trips, the daemon's CPU use and its cgroup's throttling, and two timer witnesses in the daemon's
    cgroup and on its CPU (SCHED_FIFO like the deadline thread, and normal): what the budget costs any timer there,
    without the daemon's GIL. RSS after the largest number of sessions.
-5. heartbeats/s, closed loop: 4 client processes x 2 threads, each on its own session, back to back.
+5. heartbeats/s, closed loop: --heartbeat-procs client processes (default 4) x --hammer-threads threads (default 2),
+   each on its own session, back to back.
 
 Before any of it, this CPU's single-thread speed (nbody as pyperformance runs it, call-heavy Python, heartbeat
 serialization, sysbench if installed), against published Raspberry Pi figures (budget_machine.py); and the floors: the
@@ -66,13 +67,22 @@ from benchmarks import budget_cgroup as cg  # noqa: E402
 from benchmarks import budget_clients as clients  # noqa: E402
 from benchmarks import budget_daemon as dm  # noqa: E402
 from benchmarks import budget_machine as machine  # noqa: E402
+from benchmarks.stats import pct  # noqa: E402
 from tests.support.pigpiod_emulator import Cmd, Command, EmulatorClient  # noqa: E402
 
 MOTORS = 14  # dir+pwm: BCM 2k (PWM) and 2k+1 (direction), 0..27
 FLOOR_PIN = 29  # a PWM pin no motor uses: the raw round-trip floor
 REALTIME_PRIORITY = 10  # the daemon's deadline and stop threads (daemon/realtime.py)
 EMULATOR_PRIORITY = 20
-PERFORMANCE_MD = {  # /work/shared/reference/performance.md, "Measured floors on these machines" (us)
+# The options --quick shortens (their argparse default is None: an option given explicitly always wins).
+DEFAULTS: dict[str, Any] = {"budgets": "100,50,25,12,8", "expiries": 168, "idle_seconds": 10.0, "probes": 150,
+                            "hammer_seconds": 5.0, "calibrate_scale": 1.0, "sysbench_seconds": 5.0}
+QUICK: dict[str, Any] = {"budgets": "100,25,8", "expiries": 42, "idle_seconds": 3.0, "probes": 40,
+                         "hammer_seconds": 2.0, "calibrate_scale": 0.3, "sysbench_seconds": 2.0}
+# Quoted, not measured by this script: reference floors from /work/shared/reference/performance.md ("Measured floors
+# on these machines", measured once on a development machine), in us. Kept in the results' meta; plot_cdf.py draws
+# the SCHED_FIFO one, labelled as a quoted reference.
+PERFORMANCE_MD = {
     "raw set_PWM_dutycycle to the emulator, p50 / p99": (35, 52),
     "SCHED_FIFO thread in a separate process, lateness p50 / p99 / max": (12, 38, 92),
     "thread: heap + Condition.wait, idle, lateness p50 / p99": (63, 161),
@@ -81,14 +91,6 @@ Json = dict[str, Any]
 
 
 # --- small helpers ----------------------------------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (NaN for none)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def spread(values: Sequence[float], scale: float = 1000.0) -> Json:
@@ -620,8 +622,8 @@ def report(data: Json) -> list[str]:
                        f"{ld['cpu_others']:.0%} / {ld['cpu_steal']:.0%} |")
     out += ["", "### Start-up, idle, memory, heartbeats", "",
             "| daemon | budget | exec → READY=1, ms | idle CPU, ms/s | idle wake-ups/s | RSS after start, MB | "
-            "RSS with sessions, MB | heartbeat after 40 ms idle, ms p50 / p99 | heartbeats/s, closed loop | "
-            "speed of the budget |",
+            f"RSS with sessions, MB | {_probe_label(runs)}, ms p50 / p99 | heartbeats/s, closed loop "
+            f"({_clients_label(runs)}) | speed of the budget |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     base = cal["python"].get("nbody_us_per_step")
     for run in runs:
@@ -687,8 +689,8 @@ def comparison(runs: list[Json]) -> list[str]:
                          f"{cb[n]['heartbeats']['false_expiries']}; {duo(cb[n]['heartbeats']['rtt'])}",
                          f"{ca[n]['heartbeats']['false_expiries']}; {duo(ca[n]['heartbeats']['rtt'])}"))
         rows += [
-            ("heartbeat after 40 ms idle, ms p50 / p99", duo(b["rtt_after_idle"]), duo(a["rtt_after_idle"])),
-            ("heartbeats/s, closed loop (4 processes x 2 threads)", f"{b['closed_loop']['per_s']:,.0f}",
+            (f"{_probe_label([b, a])}, ms p50 / p99", duo(b["rtt_after_idle"]), duo(a["rtt_after_idle"])),
+            (f"heartbeats/s, closed loop ({_clients_label([b, a])})", f"{b['closed_loop']['per_s']:,.0f}",
              f"{a['closed_loop']['per_s']:,.0f}"),
             ("idle: CPU ms/s; wake-ups/s", f"{b['idle']['cpu_ms_per_s']:.2f}; {b['idle']['wakeups_per_s']:.1f}",
              f"{a['idle']['cpu_ms_per_s']:.2f}; {a['idle']['wakeups_per_s']:.1f}"),
@@ -697,6 +699,18 @@ def comparison(runs: list[Json]) -> list[str]:
         ]
         out += [f"| {budget} | {name} | {vb} | {va} |" for name, vb, va in rows]
     return out
+
+
+def _probe_label(runs: list[Json]) -> str:
+    """'heartbeat after 40 ms idle', from the gap these runs recorded (--probe-gap)."""
+    gaps = dict.fromkeys(r["rtt_after_idle"]["gap_ms"] for r in runs if "rtt_after_idle" in r)
+    return f"heartbeat after {' / '.join(f'{g:g}' for g in gaps) or '?'} ms idle"
+
+
+def _clients_label(runs: list[Json]) -> str:
+    """'4 processes x 2 threads', as these runs recorded their closed-loop clients (--heartbeat-procs,
+    --hammer-threads)."""
+    return " / ".join(dict.fromkeys(r["closed_loop"]["clients"] for r in runs if "closed_loop" in r)) or "?"
 
 
 def _rss(run: Json) -> str:
@@ -742,7 +756,8 @@ def run(opts: Options) -> int:
                  "cgroup": cgroup_info,
                  "skipped_budgets": skipped, "daemon_cpu": opts.cpu, "other_cpus": sorted(opts.others),
                  "window_s": opts.window, "motors": MOTORS, "lane_procs": opts.lane_procs,
-                 "heartbeat_procs": opts.heartbeat_procs, "quick": opts.quick,
+                 "heartbeat_procs": opts.heartbeat_procs, "quick": opts.quick, "probe_gap_s": opts.probe_gap,
+                 "probes": opts.probes, "hammer_threads": opts.hammer_threads, "hammer_seconds": opts.hammer_seconds,
                  "daemons": {label: _source_of(cmd) for label, cmd in opts.daemons},
                  "watchdog_usec": opts.watchdog_usec, "nice": opts.nice, "cgroup_weight": opts.weight,
                  "emulator_priority": opts.emulator_priority, "performance_md_us": PERFORMANCE_MD},
@@ -807,22 +822,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--daemon", action="append", default=[], metavar="LABEL=PATH",
                    help="a daemon to measure: a venv or its rover-safety script; repeat to compare "
                         "(default after=the venv running this script)")
-    p.add_argument("--budgets", default="100,50,25,12,8",
+    p.add_argument("--budgets", default=None,
                    help="shares of one core, %%; '25@100000' sets the CFS period in us (default 100,50,25,12,8; "
-                        "auto period: the shortest the kernel allows)")
+                        "--quick: 100,25,8; auto period: the shortest the kernel allows)")
     p.add_argument("--sessions", default="1,10,100", help="heartbeating sessions per cell (default 1,10,100)")
     p.add_argument("--window", type=float, default=0.5, help="heartbeat window, s (default 0.5; heartbeats every /5)")
-    p.add_argument("--expiries", type=int, default=168, help="expiries per cell, at least (default 168)")
+    p.add_argument("--expiries", type=int, default=None, help="expiries per cell, at least (default 168; --quick 42)")
     p.add_argument("--lane-procs", type=int, default=2, help="expiry-lane processes (14 lanes in all; default 2)")
     p.add_argument("--heartbeat-procs", type=int, default=4, help="heartbeat client processes (default 4)")
-    p.add_argument("--idle-seconds", type=float, default=10.0, help="idle measurement (default 10)")
+    p.add_argument("--idle-seconds", type=float, default=None, help="idle measurement, s (default 10; --quick 3)")
     p.add_argument("--probe-gap", type=float, default=0.04, help="idle gap before each probe heartbeat, s (0.04)")
-    p.add_argument("--probes", type=int, default=150, help="probe heartbeats (default 150)")
-    p.add_argument("--hammer-seconds", type=float, default=5.0, help="closed-loop heartbeats, s (default 5)")
+    p.add_argument("--probes", type=int, default=None, help="probe heartbeats (default 150; --quick 40)")
+    p.add_argument("--hammer-seconds", type=float, default=None,
+                   help="closed-loop heartbeats, s (default 5; --quick 2)")
     p.add_argument("--hammer-threads", type=int, default=2, help="threads per client process there (default 2)")
     p.add_argument("--cpu", type=int, default=None, help="the daemon's CPU (default the last one)")
-    p.add_argument("--calibrate-scale", type=float, default=1.0, help="length of the speed figures (default 1)")
-    p.add_argument("--sysbench-seconds", type=float, default=5.0, help="sysbench cpu run, s; 0 skips (default 5)")
+    p.add_argument("--calibrate-scale", type=float, default=None,
+                   help="length of the speed figures (default 1; --quick 0.3)")
+    p.add_argument("--sysbench-seconds", type=float, default=None,
+                   help="sysbench cpu run, s; 0 skips (default 5; --quick 2)")
     p.add_argument("--watchdog-usec", type=int, default=0,
                    help="WATCHDOG_USEC for the daemon, as the unit's WatchdogSec=1s gives 1000000 (default 0: off)")
     p.add_argument("--nice", type=int, default=-10, help="the daemon's nice value, as the unit's Nice= (default -10)")
@@ -833,16 +851,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{EMULATOR_PRIORITY})")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "budget.json", help="results file")
     p.add_argument("--quick", action="store_true",
-                   help="a short run: budgets 100,25,8, 42 expiries per cell, 3 s idle, 40 probes, 2 s closed loop")
+                   help="a short run: budgets 100,25,8, 42 expiries per cell, 3 s idle, 40 probes, 2 s closed loop, "
+                        "shorter speed figures (an option given explicitly wins)")
     args = p.parse_args(argv)
-    if args.quick:
-        defaults = {"budgets": "100,50,25,12,8", "expiries": 168, "idle_seconds": 10.0, "probes": 150,
-                    "hammer_seconds": 5.0, "calibrate_scale": 1.0, "sysbench_seconds": 5.0}
-        quick = {"budgets": "100,25,8", "expiries": 42, "idle_seconds": 3.0, "probes": 40, "hammer_seconds": 2.0,
-                 "calibrate_scale": 0.3, "sysbench_seconds": 2.0}
-        for key, value in quick.items():
-            if getattr(args, key) == defaults[key]:
-                setattr(args, key, value)
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:  # not given: the mode's value
+            setattr(args, key, value)
     cpus = sorted(os.sched_getaffinity(0))
     cpu = args.cpu if args.cpu is not None else (cpus[-1] if len(cpus) > 1 else None)
     others = {c for c in cpus if c != cpu} if cpu is not None else set()

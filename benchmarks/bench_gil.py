@@ -15,8 +15,15 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 from rover_safety.daemon.realtime import GIL_SWITCH_INTERVAL
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_gil.py` as well as `python -m benchmarks.bench_gil`
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.stats import pct  # noqa: E402
 
 DEFAULT_INTERVAL = 0.005  # CPython's
 WAIT = 0.003
@@ -61,11 +68,6 @@ def one_round(interval: float, seconds: float) -> tuple[list[float], str]:
         sys.setswitchinterval(saved)
 
 
-def quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=3.0, help="length of each round")
@@ -78,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             lateness, policy = one_round(interval, args.seconds)
             results[interval] += lateness
     print(f"# a {policy} thread waking every {WAIT * 1000:.0f} ms while another thread runs Python without pause; "
-          f"{args.rounds} x {args.seconds:.0f} s per interval, alternating; CPython {sys.version.split()[0]}\n")
+          f"{args.rounds} x {args.seconds:g} s per interval, alternating; CPython {sys.version.split()[0]}\n")
     print("| switch interval | wake-ups | late by, ms p50 / p99 / max |")
     print("|---|---:|---|")
     for interval, lateness in results.items():
         name = "CPython's default" if interval == DEFAULT_INTERVAL else "the daemon's"
-        print(f"| {interval * 1000:g} ms ({name}) | {len(lateness)} | {quantile(lateness, 0.5) * 1000:.3f} / "
-              f"{quantile(lateness, 0.99) * 1000:.3f} / {max(lateness) * 1000:.3f} |")
+        print(f"| {interval * 1000:g} ms ({name}) | {len(lateness)} | {pct(lateness, 0.5) * 1000:.3f} / "
+              f"{pct(lateness, 0.99) * 1000:.3f} / {max(lateness) * 1000:.3f} |")
     return 0
 
 

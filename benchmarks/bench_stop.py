@@ -58,6 +58,12 @@ import grpc
 from rover_safety.api import motor_pb2, robot_pb2, safety_pb2
 from rover_safety.sessions import SessionManager, StopReport, from_context
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_stop.py` as well as `python -m benchmarks.bench_stop`
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.stats import pct  # noqa: E402
+
 if TYPE_CHECKING:  # the client processes import this module: they need none of the daemon
     from rover_safety.daemon.app import Daemon
     from rover_safety.daemon.serving import EventLoopThread
@@ -548,14 +554,6 @@ def _machine() -> list[str]:
 
 
 # --- the run: set-up, three phases, their analysis, the report ---------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def ms(seconds: float) -> str:

@@ -14,7 +14,9 @@ times, on two paths:
 
 For each stop: the commands sent between the stop() call and its return, the time from the call to the last command
 that drove an output off (as the emulator saw it arrive), and the time to return. Prints a Markdown table with
-p50/p99 in microseconds, and the floor: one raw `pi.set_PWM_dutycycle(pin, 0)` round trip.
+p50/p99 (nearest rank) in microseconds, and the floor: one raw `pi.set_PWM_dutycycle(pin, 0)` round trip. A stop in
+which no off command was seen (or an expiry with no duty 0) has no such time: it is left out of that figure and
+counted beside it ("k of n with no off command: not counted").
 
 `Motor.stop()` is what a stop thread runs. A session's expiry does more: the deadline thread first cuts the PWM
 outputs itself (`Motor.cut_power()`, duty 0, no driver lock), then hands `Motor.stop()` to a stop thread. A second
@@ -56,6 +58,7 @@ from rover_safety.daemon.realtime import realtime_thread
 from rover_safety.drivers import Motor, open_factory
 from rover_safety.sessions import LoopHooks, SessionEvent, SessionExpired, SessionManager
 
+from benchmarks.stats import pct
 from tests.support.fake_lgpio import FakeChip, create, installed, pi_revision
 from tests.support.pigpiod_emulator import EmulatorClient
 
@@ -82,14 +85,11 @@ CASES = [
 @dataclass
 class Stats:
     commands: list[int]
-    to_last_off: list[float]  # seconds from the stop() call to the last off command's arrival
+    to_last_off: list[float]  # seconds from the stop() call to the last off command's arrival (where one was seen)
     to_return: list[float]
     to_settled: list[float] = field(default_factory=list)  # lgpio: to the last PWM line's settled_at
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    missing_off: int = 0  # stops in which no off command was seen: left out of to_last_off, reported beside it
+    missing_cut: int = 0  # expiries in which no duty 0 was seen: left out of the cut's figures, reported beside them
 
 
 def is_off(cmd: Any) -> bool:
@@ -116,7 +116,10 @@ def measure(emulator: Any, stops: int, drive: Callable[[float], object], stop: C
             j += 1
         offs = [c.t for c in inside if is_off(c)]
         stats.commands.append(len(inside))
-        stats.to_last_off.append((max(offs) if offs else returned) - called)
+        if offs:
+            stats.to_last_off.append(max(offs) - called)
+        else:
+            stats.missing_off += 1
         stats.to_return.append(returned - called)
     return stats
 
@@ -199,16 +202,38 @@ def expiries(emulator: Any, factory: Any, case: Case, count: int, window: float)
     for deadline, finished, until in spans:
         inside = [c for c in log if deadline <= c.t <= until]
         offs = [c.t for c in inside if is_off(c)]
+        cuts = [c.t for c in inside if c.cmd == PWM and c.p2 == 0]
         stats.commands.append(len(inside))
-        stats.to_last_off.append(max(offs) - deadline)
+        if offs:
+            stats.to_last_off.append(max(offs) - deadline)
+        else:
+            stats.missing_off += 1
         stats.to_return.append(finished - deadline)
-        cut.append(min(c.t for c in inside if c.cmd == PWM and c.p2 == 0) - deadline)
+        if cuts:
+            cut.append(min(cuts) - deadline)
+        else:
+            stats.missing_cut += 1
     return stats, cut
 
 
 def us(values: list[float]) -> str:
-    """p50 / p99 in microseconds."""
+    """p50 / p99 in microseconds ("–" for none)."""
+    if not values:
+        return "–"
     return f"{1e6 * pct(values, 0.5):.0f} / {1e6 * pct(values, 0.99):.0f}"
+
+
+def missing(n: int, of: int, what: str) -> str:
+    """The measurements a figure leaves out, beside it: ' (2 of 300 with no off command: not counted)'."""
+    return f" ({n} of {of} with no {what}: not counted)" if n else ""
+
+
+def last_off(s: Stats, what: str = "off command") -> str:
+    return us(s.to_last_off) + missing(s.missing_off, len(s.commands), what)
+
+
+def the_cut(s: Stats, cut: list[float]) -> str:
+    return us(cut) + missing(s.missing_cut, len(s.commands), "duty 0")
 
 
 def count(s: Stats) -> str:
@@ -217,7 +242,7 @@ def count(s: Stats) -> str:
 
 
 def row(name: str, what: str, s: Stats) -> str:
-    return f"| {name} | {what} | {count(s)} | {us(s.to_last_off)} | {us(s.to_return)} |"
+    return f"| {name} | {what} | {count(s)} | {last_off(s)} | {us(s.to_return)} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +300,8 @@ def pigpio_tables(args: argparse.Namespace) -> None:
                 stats, cut = expiries(emulator, factory, case, args.expiries, args.window)
             finally:
                 factory.close()
-            print(f"| {case.name} | {count(stats)} | {us(cut)} | {us(stats.to_last_off)} | {us(stats.to_return)} |")
+            print(f"| {case.name} | {count(stats)} | {the_cut(stats, cut)} | {last_off(stats)} | "
+                  f"{us(stats.to_return)} |")
             emulator.clear_log()
 
 
@@ -342,7 +368,10 @@ def measure_lgpio(chip: FakeChip, counter: CallCounter, stops: int, drive: Calla
         returned_ns = time.monotonic_ns()
         stats.commands.append(counter.calls - before)
         offs = [e.t_ns for e in chip.events_since(called_ns) if e.t_ns <= returned_ns and lgpio_off(e)]
-        stats.to_last_off.append(((max(offs) if offs else returned_ns) - called_ns) / 1e9)
+        if offs:
+            stats.to_last_off.append((max(offs) - called_ns) / 1e9)
+        else:
+            stats.missing_off += 1
         stats.to_return.append((returned_ns - called_ns) / 1e9)
         stats.to_settled.append((max(chip.line(p).settled_at for p in pwm_pins) - called_ns) / 1e9)
     return stats
@@ -378,7 +407,7 @@ def lgpio_expiries(chip: FakeChip, counter: CallCounter, factory: Any, case: Cas
     time.sleep(PWM_START)
     try:
         i = 0
-        while len(cut) < count_:
+        while len(stats.commands) < count_:
             i += 1
             session = manager.start()
             try:
@@ -394,10 +423,17 @@ def lgpio_expiries(chip: FakeChip, counter: CallCounter, factory: Any, case: Cas
             deadline_ns = round(session.deadline * 1e9)
             inside = [e for e in chip.events_since(deadline_ns) if e.t_ns <= until_ns]
             offs = [e.t_ns for e in inside if lgpio_off(e)]
+            cuts = [e.t_ns for e in inside if e.kind == "pwm" and e.duty == 0.0]
             stats.commands.append(calls)
-            stats.to_last_off.append((max(offs) - deadline_ns) / 1e9)
+            if offs:
+                stats.to_last_off.append((max(offs) - deadline_ns) / 1e9)
+            else:
+                stats.missing_off += 1
             stats.to_return.append(event.latency)
-            cut.append((min(e.t_ns for e in inside if e.kind == "pwm" and e.duty == 0.0) - deadline_ns) / 1e9)
+            if cuts:
+                cut.append((min(cuts) - deadline_ns) / 1e9)
+            else:
+                stats.missing_cut += 1
             stats.to_settled.append((max(chip.line(p).settled_at for p in pwm) - deadline_ns) / 1e9)
     finally:
         manager.close()
@@ -443,15 +479,16 @@ def lgpio_tables(args: argparse.Namespace) -> None:
             print("|---|---|---|---|---|---|")
             for case in CASES:
                 stats, cut = lgpio_expiries(chip, counter, factory, case, args.expiries, args.window)
-                print(f"| {case.name} | {count(stats)} | {us(cut)} | {us(stats.to_last_off)} | {us(stats.to_return)} "
-                      f"| {us(stats.to_settled)} |")
+                print(f"| {case.name} | {count(stats)} | {the_cut(stats, cut)} | {last_off(stats, 'off call')} | "
+                      f"{us(stats.to_return)} | {us(stats.to_settled)} |")
         finally:
             counter.restore()
             factory.close()
 
 
 def lgpio_row(name: str, what: str, s: Stats) -> str:
-    return f"| {name} | {what} | {count(s)} | {us(s.to_last_off)} | {us(s.to_return)} | {us(s.to_settled)} |"
+    return (f"| {name} | {what} | {count(s)} | {last_off(s, 'off call')} | {us(s.to_return)} | "
+            f"{us(s.to_settled)} |")
 
 
 if __name__ == "__main__":

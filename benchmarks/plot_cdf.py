@@ -3,10 +3,13 @@
 
     python benchmarks/plot_cdf.py [--input build/bench/budget.json] [--output docs/stop-latency-cdf.png]
 
-x: deadline -> duty 0 at pigpiod (the emulator's log), ms, log scale. y: the share of expiries stopped by then, on a
-logit scale so that p50, p90 and p99 are equally far apart (the tail is what matters). Floors: one raw pigpiod round
+x: deadline -> duty 0 at pigpiod (the emulator's log), ms, log scale: per expiry the smaller of bench_budget.py's two
+upper bounds (the daemon's exact deadline is not on the wire), so the true latency is at most this. y: the share of
+expiries stopped by then, on a logit scale so that p50, p90 and p99 are equally far apart (the tail is what matters).
+A log axis cannot show a value <= 0 (an early stop: duty 0 before the deadline) or below its left edge (0.02 ms):
+those are drawn at the left edge, and each panel counts them in its title and its box. Floors: one raw pigpiod round
 trip (measured in the same run), a SCHED_FIFO timer's lateness in the same cgroup (the witness, same run), and the
-reference floors of /work/shared/reference/performance.md.
+reference floor quoted from /work/shared/reference/performance.md (not measured in the run).
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/plot_cdf.py` as well as `python -m benchmarks.plot_cdf`
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.stats import pct  # noqa: E402
+
+X_MIN = 0.02  # ms: the x axis's left edge
 COLOURS = {1: "#1b9e77", 10: "#7570b3", 100: "#d95f02"}
 EXTRA_COLOURS = ["#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 STYLES: list[Literal["-", "--", ":", "-."]] = ["-", "--", ":", "-."]
@@ -33,8 +42,9 @@ Json = dict[str, Any]
 
 
 def cdf(values: list[float]) -> tuple[list[float], list[float]]:
-    """Sorted values and their plotting positions (i + 0.5) / n, inside (0, 1) for the logit scale."""
-    ordered = sorted(max(v, 1e-3) for v in values)
+    """Sorted values and their plotting positions (i + 0.5) / n, inside (0, 1) for the logit scale; a value left of
+    the axis (early stops, <= 0, included) is drawn at its left edge, X_MIN (the caller counts them)."""
+    ordered = sorted(max(v, X_MIN) for v in values)
     n = len(ordered)
     return ordered, [(i + 0.5) / n for i in range(n)]
 
@@ -75,9 +85,11 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
     decade = 10 ** math.floor(math.log10(top))
     x_max = next(k * decade for k in (1, 2, 5, 10) if k * decade >= top)
     sessions_seen: list[int] = []
+    early_total = 0
     for ax, budget in zip(axes, budgets, strict=False):
         witness: list[float] = []
         summary: list[str] = []
+        early_here = 0
         for k, label in enumerate(labels):
             run = next((r for r in runs if r["daemon"] == label and r["budget"]["label"] == budget), None)
             if run is None:
@@ -91,10 +103,12 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
                     sessions_seen.append(n)
                 colour = COLOURS.get(n) or EXTRA_COLOURS[sessions_seen.index(n) % len(EXTRA_COLOURS)]
                 xs, ys = cdf(values)
-                ordered = sorted(values)
-                p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
-                summary.append(f"{label + ' ' if len(labels) > 1 else ''}{n:>3}: p50 {ordered[len(ordered) // 2]:.2f}"
-                               f"  p99 {p99:.2f}  max {ordered[-1]:.2f}")
+                early = sum(1 for v in values if v < 0)  # as bench_budget.py counts "before_deadline"
+                left = sum(1 for v in values if 0 <= v < X_MIN)
+                early_here += early
+                off_axis = "".join([f"  early {early}" if early else "", f"  <{X_MIN:g} {left}" if left else ""])
+                summary.append(f"{label + ' ' if len(labels) > 1 else ''}{n:>3}: p50 {pct(values, 0.5):.2f}"
+                               f"  p99 {pct(values, 0.99):.2f}  max {max(values):.2f}{off_axis}")
                 ax.step(xs, ys, where="post", color=colour, linestyle=STYLES[k % len(STYLES)],
                         linewidth=2.0 if k == 0 else 1.4, alpha=1.0 if k == 0 else 0.8)
                 fifo = cell.get("witness", {}).get("fifo", {})
@@ -116,13 +130,15 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
                     va="bottom", fontsize=7.5, family="monospace",
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#cccccc"})
         pi = pi_label(fractions[budget], pi_rows)
-        ax.set_title(f"{budget} of one core here" + (f"  ({pi})" if pi else ""), fontsize=11)
+        early_total += early_here
+        ax.set_title(f"{budget} of one core here" + (f"  ({pi})" if pi else "")
+                     + f"; early stops: {early_here}", fontsize=11)
         ax.grid(True, which="major", alpha=0.3)
         ax.grid(True, which="minor", axis="x", alpha=0.1)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_yscale("logit")
-        ax.set_xlim(0.02, x_max)
+        ax.set_xlim(X_MIN, x_max)
         ax.tick_params(labelbottom=True, labelleft=True)
         ax.set_ylim(0.01, 0.995)
         ax.set_yticks([0.05, 0.1, 0.5, 0.9, 0.99])
@@ -130,7 +146,7 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     for ax in axes[:len(budgets)]:
-        ax.set_xlabel("deadline → duty 0 at pigpiod, ms (log)", fontsize=9)
+        ax.set_xlabel("deadline → duty 0 at pigpiod, ms, upper bound (log)", fontsize=9)
     for line in axes_grid:
         line[0].set_ylabel("share of expiries stopped")
     # the last panel: legend and how to read it
@@ -150,14 +166,18 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
                           label=f"floor: SCHED_FIFO timer in the same cgroup, worst p99 ({labels[0]}, this run)"))
     if ref_fifo:
         handles.append(Line2D([], [], color="#999999", linestyle=":", linewidth=1,
-                              label=f"reference: SCHED_FIFO process, p99 {ref_fifo[1]} µs (performance.md)"))
+                              label=f"reference, quoted (performance.md, not this run): SCHED_FIFO process, "
+                                    f"p99 {ref_fifo[1]} µs"))
     handles.append(Line2D([], [], color="#b8860b", linewidth=1.2, linestyle="-.",
                           label="one throttled stretch: (1 − share) × CFS period"))
     handles.append(Line2D([], [], color="#c00000", linewidth=0.8, alpha=0.5, label="1 ms after the deadline"))
     key.legend(handles=handles, loc="upper left", fontsize=9.5, frameon=False)
     meta = data.get("meta", {})
     counts = sorted({len(c["stop"]["latency_ms"]) for r in runs for c in r["cells"]})
-    notes = [f"{counts[0]}–{counts[-1]} expiries per curve" if counts else "",
+    notes = [f"{counts[0]}–{counts[-1]} expiries per curve; early stops (duty 0 before the deadline): {early_total}"
+             if counts else "",
+             "x: per expiry the smaller of two upper bounds (bench_budget.py);",
+             f"values left of {X_MIN:g} ms (early stops too) drawn at the left edge, counted in each box",
              f"window {meta.get('window_s', 0.5) * 1000:g} ms, heartbeats every window/5; 14 lanes drive a motor "
              "and go silent",
              "the daemon pinned to one CPU, in a cgroup with a CFS quota",
@@ -166,7 +186,8 @@ def draw(data: Json, output: Path, daemons: list[str] | None) -> Path:
              "the machine is shared: see BENCHMARKS.md for its load"]
     key.text(0.0, 0.02, "\n".join(n for n in notes if n), fontsize=8.5, va="bottom", color="#333333",
              transform=key.transAxes)
-    fig.suptitle("rover-safety: when does the motor stop? deadline → PWM duty 0, by CPU budget", fontsize=14)
+    fig.suptitle("rover-safety: when does the motor stop? deadline → PWM duty 0 (an upper bound), by CPU budget",
+                 fontsize=14)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=130)
