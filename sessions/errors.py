@@ -11,7 +11,7 @@ class SessionExpired(SessionError, LookupError):
     """Raised for a session id that is unknown, expired, closed or another owner's: deliberately indistinguishable."""
 
     def __init__(self) -> None:
-        super().__init__("SESSION_EXPIRED")
+        super().__init__("no live session of this owner has that id (unknown, expired or closed)")
 
 
 class TooManySessions(SessionError):

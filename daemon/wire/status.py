@@ -35,5 +35,5 @@ def status_of(exc: Exception) -> Abort | None:
         return exc
     for kind, code in STATUSES:
         if isinstance(exc, kind):
-            return Abort(code, SESSION_EXPIRED if isinstance(exc, SessionExpired) else str(exc))
+            return Abort(code, SESSION_EXPIRED if isinstance(exc, SessionExpired) else str(exc))  # Viam's wire word
     return None
