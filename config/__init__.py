@@ -2,6 +2,7 @@
 
 from .errors import ConfigError
 from .fields import parse_duration
+from .files import read_limited
 from .isolated import load_isolated
 from .loading import load, parse
 from .model import (
@@ -39,4 +40,5 @@ __all__ = [
     "load_isolated",
     "parse",
     "parse_duration",
+    "read_limited",
 ]

@@ -13,9 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from rover_safety.config import Config, ConfigError, load_isolated
+from rover_safety.config import Config, ConfigError, load_isolated, read_limited
 from rover_safety.drivers import PinFactoryError, safe_stop
 
 from .state import MAX_RECORD_BYTES, config_from_state, state_path
@@ -97,10 +96,7 @@ def _recorded() -> Config | None:
     if path is None:
         return None
     try:
-        with Path(path).open("rb") as record:
-            text = record.read(MAX_RECORD_BYTES + 1)
-        if len(text) > MAX_RECORD_BYTES:
-            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
+        text = read_limited(path, MAX_RECORD_BYTES)  # a regular file only: a FIFO put there cannot hang safe-stop
         return config_from_state(text.decode(), str(path))
     except FileNotFoundError:
         return None

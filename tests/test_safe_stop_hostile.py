@@ -111,6 +111,23 @@ def test_safe_stop_turns_off_the_record_whatever_the_config_holds(killed_mid_dri
     assert all(len(line) < 600 for line in result.stderr.splitlines()), "a message quoted the hostile file"
 
 
+@pytest.mark.parametrize("breakage", ["a FIFO nobody writes", "8 MB file", "a directory"])
+def test_a_hostile_record_does_not_hang_safe_stop_it_goes_by_the_config(killed_mid_drive: Path, emulated: Gpio,
+                                                                        runtime: Path, breakage: str) -> None:
+    record = runtime / "driven.json"
+    HOSTILE[breakage](record)
+    started = time.monotonic()
+    result = subprocess.run([*RUN_CLI, "safe-stop", "--config", str(killed_mid_drive)], capture_output=True,
+                            text=True, timeout=30, env=env_with(runtime), stdin=subprocess.DEVNULL, check=False)
+    took = time.monotonic() - started
+    no_traceback(result.stderr)
+    assert emulated.duty_now(LEFT_PWM) == 0 and emulated.duty_now(RIGHT_PWM) == 0, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "cannot read the daemon's record of its pins" in result.stderr, result.stderr
+    assert took < 6, f"safe-stop took {took:.1f} s"
+    assert all(len(line) < 600 for line in result.stderr.splitlines()), "a message quoted the hostile record"
+
+
 def test_without_a_record_a_broken_config_is_a_clean_error(tmp_path: Path) -> None:
     config = tmp_path / "rover.yaml"
     config.write_text("components:\n  - {name: m, type: motor, model: gpio, attributes: {pins: {a: 021, b: 5}}}\n")
