@@ -126,12 +126,6 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def status(row: dict[str, Any], xfail: bool) -> str:
-    if row.get("passed"):
-        return "pass"
-    return "**known limitation**" if xfail else "**FAIL**"
-
-
 def soak_row(soak: dict[str, Any]) -> list[str]:
     if not soak:
         return ["soak: random clients, faults (SIGKILL, SIGSTOP, CPU bursts, floods) and reloads", "`scripts/soak.py`",
@@ -156,7 +150,7 @@ def soak_row(soak: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(results: dict[str, Any], soak: dict[str, Any], xfail_keys: set[str]) -> str:
+def render(results: dict[str, Any], soak: dict[str, Any]) -> str:
     rows: dict[str, Any] = results.get("rows", {})
     keys = [k for k in ORDER if k in rows] + sorted(k for k in rows if k not in ORDER)
     out = [INTRO, "## The table", "",
@@ -166,7 +160,7 @@ def render(results: dict[str, Any], soak: dict[str, Any], xfail_keys: set[str]) 
         row = rows[key]
         test = row["test"].replace("tests/", "")
         linked = " (linked)" if row.get("kind") == "linked" else ""
-        result = status(row, key in xfail_keys)
+        result = "pass" if row.get("passed") else "**FAIL**"
         if not row.get("passed") and row.get("problems"):
             result += ": " + cell("; ".join(row["problems"]))[:300]
         out.append(f"| {cell(row['fault'])} | `{cell(test)}`{linked} | {row.get('trials', 0)} | "
@@ -200,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if not soak and args.out.exists():
         found = SOAK_MARK.search(args.out.read_text())
         soak = json.loads(found.group(1)) if found else {}
-    xfail_keys: set[str] = set()  # keys of strict-xfail tests, shown as "known limitation" (none today)
-    args.out.write_text(render(results, soak, xfail_keys))
+    args.out.write_text(render(results, soak))
     print(f"wrote {args.out} ({len(results['rows'])} rows{', soak' if soak else ''})")
     return 0
 

@@ -14,6 +14,7 @@ goes to --out, which scripts/reliability_report.py puts in docs/RELIABILITY.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -42,6 +43,7 @@ from tests.support.faults import (  # noqa: E402
     run_sessions,
     sessions_summary,
 )
+from tests.support.waiting import poll  # noqa: E402
 
 WINDOWS = ("200ms", "300ms", "500ms", "1s")
 # The daemon's own limits: every trial is a new client process, so a new connection, which the gate must take
@@ -52,6 +54,16 @@ IN_BOUNDS = 0.005
 
 def seconds_of(window: str) -> float:
     return float(window[:-2]) / 1000 if window.endswith("ms") else float(window[:-1])
+
+
+def reloaded(lines: list[tuple[float, str]]) -> int:
+    """How many reloads the daemon has logged (its stderr lines, as `Served.lines` has them)."""
+    return sum(1 for _, line in lines if "reloaded" in line)
+
+
+def reloaded_past(lines: list[tuple[float, str]], count: int) -> bool:
+    """Whether the daemon has logged more than `count` reloads."""
+    return reloaded(lines) > count
 
 
 def soak(minutes: float, seed: int) -> dict[str, Any]:
@@ -86,14 +98,10 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
                     reload_at = time.monotonic()
                     window = rng.choice(WINDOWS)
                     (path / "rover.yaml").write_text(rover_yaml(emu.port, window=window, motors=4, limits=LIMITS))
-                    count = sum(1 for _, line in rover.lines if "reloaded" in line)
+                    count = reloaded(rover.lines)
                     rover.signal(signal.SIGHUP)
-                    deadline = time.monotonic() + 10
-                    while sum(1 for _, line in rover.lines if "reloaded" in line) <= count:
-                        if time.monotonic() > deadline:
-                            problems.append("a reload was not applied within 10 s")
-                            break
-                        time.sleep(0.05)
+                    if not poll(functools.partial(reloaded_past, rover.lines, count), 10, 0.05):
+                        problems.append("a reload was not applied within 10 s")
                     reloads += 1
                     periods.append(("reload", reload_at, time.monotonic()))
                 w = seconds_of(window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ class DaemonFactory:
     def __call__(self, text: str | None = None, **kwargs: str) -> Daemon:
         from rover_safety.config import load
         from rover_safety.daemon.app import Daemon
+        from rover_safety.daemon.errors import StartupError
 
         path = self.directory / f"config{len(self.started)}.yaml"
         path.write_text(text if text is not None else example_config(**kwargs))
@@ -45,13 +47,28 @@ class DaemonFactory:
             self.fatal_calls += 1
 
         daemon = Daemon(load(path), config_path=str(path), on_fatal=on_fatal)
-        daemon.start()
+        try:
+            daemon.start()
+        except StartupError:
+            raise  # start() undoes what it did before raising this (pins released, nothing served)
+        except BaseException:  # anything else may leave it half started: shut it down, keep the original error
+            with contextlib.suppress(Exception):
+                daemon.shutdown()
+            raise
         self.started.append(daemon)
         return daemon
 
     def close(self) -> None:
+        """Shut every started daemon down, each even if one before it fails; then raise the first failure."""
+        first: Exception | None = None
         for daemon in self.started:
-            daemon.shutdown()
+            try:
+                daemon.shutdown()
+            except Exception as exc:
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
 
 
 # --- a daemon's pins, as the tests read them (gpiozero is untyped: its pins are Any) ----------------------------

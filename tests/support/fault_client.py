@@ -7,7 +7,8 @@ moment and still know when each call was sent and answered.
 Every line on stdout is one JSON object with ``ev`` and CLOCK_MONOTONIC times (comparable with the pigpiod
 emulator's command log and the test's own clock):
 
-- ``{"ev": "ready"}`` once the channel is connected; then the client waits for a line on stdin before it starts;
+- ``{"ev": "ready"}`` once the channel is connected; then the client waits for a line on stdin before it starts,
+  and exits (status 0) as soon as stdin ends, before or after that line: the test that started it is gone;
 - ``{"ev": "send", "what": "start"|"drive"|"hb", "s": t}`` written *before* each call goes out (a write to a pipe
   completes before the send, so even a client killed mid-call has told the test about every call it sent);
 - ``{"ev": "ok", "what": ..., "s": sent, "a": answered, "sid": id}`` after each answer;
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +75,13 @@ class Driver:
             robot_pb2.SendSessionHeartbeatRequest(id=self.sid), timeout=self.timeout))[1]
 
 
+def exit_on_eof() -> None:
+    """Read stdin to its end, then end the process: the test holding the other end of the pipe is gone."""
+    for _ in sys.stdin:
+        pass
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", required=True)
@@ -87,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     grpc.channel_ready_future(driver.channel).result(timeout=20)
     emit(ev="ready")
     if not args.no_wait:
-        sys.stdin.readline()
+        if not sys.stdin.readline():
+            return 0
+        threading.Thread(target=exit_on_eof, name="exit-on-eof", daemon=True).start()
     while not (driver.start() and driver.drive()):
         time.sleep(args.interval)
     next_at = time.monotonic() + args.interval

@@ -26,17 +26,15 @@ from typing import Any
 
 import pytest
 
+from .daemons import CHECKOUT as CHECKOUT  # re-exported: tests/test_reliability_load.py imports it from here
 from .hil import Served
 from .pigpiod_emulator import Cmd, EmulatorClient
 
-CHECKOUT = Path(__file__).resolve().parent.parent.parent
 RESULTS = Path(os.environ.get("ROVER_SAFETY_RELIABILITY_JSON", str(CHECKOUT / "build" / "reliability.json")))
 PYTHON = sys.executable
-LISTENING = re.compile(r"listening on [^ ]*:(\d+) ")
 EXPIRED = re.compile(r"session (\S+) from (\S+) expired: .*outputs off ([\d.]+) ms after the deadline")
 # Motors on the dir+pwm wiring, one pin pair each: (dir, pwm).
 MOTOR_PINS = ((9, 10), (11, 12), (13, 19), (16, 20), (21, 26), (17, 22), (27, 23), (24, 25))
-F_SETPIPE_SZ = 1031
 
 
 # ---- figures ---------------------------------------------------------------------------------------------------
@@ -219,7 +217,9 @@ class Call:
 
 
 class ClientProc:
-    """tests/support/fault_client.py as a child process (see its docstring for what it prints)."""
+    """tests/support/fault_client.py as a child process (see its docstring for what it prints); `close()` (or the
+    end of a `with` block) kills it. It also exits by itself once this process is gone (its stdin, a pipe from
+    here, reads end of file), so a test that dies without closing it leaves no client heartbeating."""
 
     def __init__(self, target: str, motor: str, *, prefix: Sequence[str] = (), interval: float = 0.04,
                  timeout: float = 1.0, recover: bool = False, power: float = 0.5) -> None:
@@ -308,6 +308,12 @@ class ClientProc:
                 with contextlib.suppress(OSError):
                     stream.close()
         self._reader.join(2)
+
+    def __enter__(self) -> ClientProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from rover_safety.drivers.pins.pigpio import stop_connection
 from .daemons import example_config
 from .net import free_port
 from .pigpiod_emulator import Cmd, Command, PigpiodEmulator
+from .waiting import poll
 
 TESTS = Path(__file__).parent
-CHECKOUT = TESTS.parent.parent
 F_SETPIPE_SZ = 1031  # fcntl: a pipe's capacity (Linux)
 HIL = os.environ.get("ROVER_SAFETY_HIL") == "1"
 HIL_HOST = os.environ.get("ROVER_SAFETY_PIGPIO_HOST", "localhost")
@@ -117,12 +117,7 @@ class Gpio:
         """Wait until predicate() holds; on the emulator re-checked after each command, else polled every ms."""
         if self.emu is not None:
             return self.emu.wait_for(predicate, timeout)
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
+        return poll(predicate, timeout, 0.001)
 
     def state_now(self, gpio: int) -> Out:
         """Like read(), but on the emulator without sending a command (safe inside wait())."""

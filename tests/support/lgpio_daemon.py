@@ -23,7 +23,6 @@ from .hil import AUX, EXAMPLE_PINS, RUN_CLI, Served, cli_env
 TESTS = Path(__file__).resolve().parent
 INJECT = [sys.executable, str(TESTS / "lgpio_inject.py")]
 ALL_PINS = {**EXAMPLE_PINS, **{f"aux.{r}": p for r, p in AUX.items()}}  # example + aux: every kind of output
-PWM_PINS = {"left.pwm": 22, "right.pwm": 19, "aux.a": 20, "aux.b": 21}
 
 
 @dataclass(frozen=True)

@@ -110,10 +110,6 @@ class LgpioRover:
         self.systemd.root_path(DEVICES).write_text(listed)
         self.systemd.run("mount", "--bind", DEVICES, "/proc/devices")
 
-    def kernel_devices(self) -> None:
-        """Back to this kernel's own /proc/devices (no gpiochip)."""
-        self.systemd.run("umount", "/proc/devices", check=False)
-
     def drop_in(self, name: str, text: str | None) -> None:
         """Write (None: remove) rover-safety.service.d/NAME.conf and daemon-reload."""
         path = self.systemd.root_path(f"{DROP_IN_DIR}/{name}.conf")

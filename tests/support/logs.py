@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from .waiting import poll
 
 LOGGER = "rover-safety"
 
@@ -34,12 +35,11 @@ class Records(logging.Handler):
 
     def wait_for(self, kind: str, session_id: str, timeout: float = 5.0) -> logging.LogRecord:
         """The first `kind` event of a session, waiting for it; fails with everything logged so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.events(kind) if field(r, "SESSION_ID") == session_id]
-            if found:
-                return found[0]
-            time.sleep(0.01)
+        def found() -> list[logging.LogRecord]:
+            return [r for r in self.events(kind) if field(r, "SESSION_ID") == session_id]
+
+        if poll(found, timeout, 0.01):
+            return found()[0]  # records are only ever appended: the first found stays first
         seen = "\n".join(r.getMessage() for r in self.records)
         raise AssertionError(f"no {kind!r} event for session {session_id} within {timeout:g} s; the daemon "
                              f"logged:\n{seen}")

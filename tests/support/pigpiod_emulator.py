@@ -704,6 +704,14 @@ def serve_control(emu: PigpiodEmulator, host: str = "127.0.0.1", port: int = 0) 
     return server
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a spawned emulator, reap it and close its stdout pipe."""
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class EmulatorClient:
     """Client of a standalone emulator's control port (see the module docstring)."""
 
@@ -716,7 +724,12 @@ class EmulatorClient:
         self._sock = socket.create_connection((host, control_port), timeout=10)
         self._file = self._sock.makefile("rwb")
         self._lock = threading.Lock()
-        self.port: int = self.status()["port"]  # the pigpiod port
+        try:
+            self.port: int = self.status()["port"]  # the pigpiod port
+        except BaseException:
+            self._file.close()
+            self._sock.close()
+            raise
 
     @classmethod
     def spawn(
@@ -727,14 +740,16 @@ class EmulatorClient:
                "--control-port", str(control_port)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            proc.wait()
-            proc.stdout.close()
-            raise RuntimeError(f"pigpiod emulator did not start (exit code {proc.returncode})")
-        return cls(json.loads(line)["control_port"], host, process=proc)
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            line = proc.stdout.readline() if ready else b""
+            if line:
+                return cls(json.loads(line)["control_port"], host, process=proc)
+        except BaseException:  # not listening, or the control connection failed: the process must not outlive it
+            _kill(proc)
+            raise
+        _kill(proc)
+        raise RuntimeError(f"pigpiod emulator did not start (exit code {proc.returncode})")
 
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
         with self._lock:
@@ -774,12 +789,9 @@ class EmulatorClient:
         self._call("start")
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
-        return True
+        from .waiting import poll  # imported here: as a script (`main`) this module is stdlib only
+
+        return poll(predicate, timeout, interval)
 
     def close(self) -> None:
         """Close the control connection and end the emulator process if this client spawned it."""

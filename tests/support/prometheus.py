@@ -42,7 +42,11 @@ class Prometheus:
                 [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # no caller gets this object to close: end the process here
+            self.close()
+            raise
 
     def _wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

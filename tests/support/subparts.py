@@ -11,8 +11,7 @@ from .daemons import example_config
 from .keys import Certificate, Key, new_certificate, new_key, secured
 from .pigpiod_emulator import EmulatorClient
 
-SHOULDER_PWM, SHOULDER_DIR = 20, 21
-ELBOW_A, ELBOW_B = 23, 24
+SHOULDER_PWM = 20
 ARM_MOTORS = """components:
   - name: shoulder
     type: motor

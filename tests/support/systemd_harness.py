@@ -50,6 +50,8 @@ from typing import Any
 
 import pytest
 
+from .daemons import CHECKOUT
+
 SYSTEMD_BINARY = Path("/lib/systemd/systemd")
 UNIT_DIR = "/run/systemd/system"
 MASK_DIR = "/run/systemd/system.control"  # first in the search path: beats /etc/systemd/system
@@ -59,7 +61,6 @@ PULLED_TARGETS = ("sysinit.target", "basic.target", "default.target", "network-o
 BOOT_ENVIRONMENT = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                     "SYSTEMD_COLORS": "0"}
 CGROUP_PREFIX = "rover-systemd-harness-"  # + test process PID + counter
-CHECKOUT = Path(__file__).resolve().parents[2]  # tests/support/systemd_harness.py
 KEEP_UNMASKED = ("systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket")
 
 BOOT_SCRIPT = r"""#!/bin/sh

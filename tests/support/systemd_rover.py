@@ -38,13 +38,13 @@ from typing import Any
 import pytest
 from rover_safety.config import load as load_config
 
+from .daemons import CHECKOUT as CHECKOUT  # re-exported: tests/test_systemd.py imports it from here
 from .daemons import example_config
 from .grpc_client import Client
 from .net import free_port
 from .pigpiod_emulator import Cmd, EmulatorClient
 from .systemd_harness import SystemdInstance, unavailable_reason
 
-CHECKOUT = Path(__file__).resolve().parent.parent.parent
 UNIT = "rover-safety.service"
 UNIT_FILE = CHECKOUT / "systemd" / UNIT
 CATALOG_FILE = CHECKOUT / "systemd" / "rover-safety.catalog"

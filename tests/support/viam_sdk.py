@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+from .daemons import CHECKOUT
+
 # `make test` creates .venv-viam; ROVER_SAFETY_VIAM_PYTHON names any other python that has viam-sdk installed.
 VIAM_PYTHON = Path(os.environ.get("ROVER_SAFETY_VIAM_PYTHON", CHECKOUT / ".venv-viam" / "bin" / "python"))
 CLIENT = Path(__file__).parent / "viam_client.py"
@@ -46,14 +47,22 @@ class SdkClient:
                  env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [python, str(CLIENT), address, *flags],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env={**sdk_env(), **(env or {})},
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [python, str(CLIENT), address, *flags],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                env={**sdk_env(), **(env or {})},
+            )
+        except BaseException:
+            self._log.close()
+            raise
         self._replies: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, name="viam-client-reader", daemon=True).start()
-        self.resources: list[str] = self._reply()["resources"]
+        try:
+            threading.Thread(target=self._read, name="viam-client-reader", daemon=True).start()
+            self.resources: list[str] = self._reply()["resources"]
+        except BaseException:  # pytest.fail() included: no caller gets this object to close, so close it here
+            self.close()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

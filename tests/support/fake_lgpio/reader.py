@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from ..waiting import poll
 from ._impl import (
     CLAIM_FREE,
     CLAIM_NAMES,
@@ -171,9 +172,6 @@ class FakeChip:
             changed_at=changed, settled_at=settled, flags=kflags & 0xFF,
         )
 
-    def all_lines(self) -> list[LineState]:
-        return [self.line(g) for g in range(self.lines)]
-
     def effective_level(self, gpio: int) -> int:
         """The level on the pin now, the dead-owner rule applied (a PWM whose owner died: frozen, worst case)."""
         return self.line(gpio).level
@@ -246,9 +244,4 @@ class FakeChip:
         return [e for e in self.events() if e.t_ns >= t_ns]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, interval: float = 0.001) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
-        return True
+        return poll(predicate, timeout, interval)
