@@ -124,9 +124,6 @@ class Cgroup:
         return Throttle(int(stat.get("nr_periods", 0)), int(stat.get("nr_throttled", 0)),
                         int(stat.get("throttled_time", 0)) / 1e9)
 
-    def add(self, pid: int) -> None:
-        _write(self.procs, str(pid))
-
     def remove(self) -> None:
         """Move whatever is left to the parent, then remove the group (retried briefly: exiting tasks linger)."""
         parent = self.path.parent / "cgroup.procs"
@@ -235,14 +232,6 @@ def launcher(group: Cgroup | None, cpu: int | None, nice: int = 0) -> list[str]:
     if nice:
         prefix += ["nice", "-n", str(nice)]
     return prefix
-
-
-def join_self(group: Cgroup | None, cpu: int | None) -> None:
-    """Move the calling process into `group` and pin it to `cpu` (for the benchmark's own helper processes)."""
-    if group is not None:
-        group.add(os.getpid())
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
 
 
 def pin_all_threads(pid: int, cpus: set[int]) -> None:

@@ -134,7 +134,6 @@ class DaemonProcess:
         self._sock.bind(str(self.notify_path))
         self._sock.settimeout(0.2)
         self.lines: list[tuple[float, str]] = []
-        self.notices: list[tuple[float, str]] = []
         self._changed = threading.Condition()
         self.ready_at: float | None = None
         self.listening_at: float | None = None
@@ -147,7 +146,6 @@ class DaemonProcess:
         if watchdog_usec:  # as under the unit's WatchdogSec=: the deadline loop pings at half of it
             env["WATCHDOG_USEC"] = str(watchdog_usec)
             argv = ["/bin/sh", "-c", 'export WATCHDOG_PID=$$; exec "$@"', "sh", *argv]
-        self.argv = argv
         self._closed = False
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -181,7 +179,6 @@ class DaemonProcess:
             now = time.monotonic()
             text = data.decode(errors="replace")
             with self._changed:
-                self.notices.append((now, text))
                 if self.ready_at is None and "READY=1" in text.split("\n"):
                     self.ready_at = now
                 self._changed.notify_all()
@@ -200,10 +197,6 @@ class DaemonProcess:
     def text(self) -> str:
         with self._changed:
             return "\n".join(line for _, line in self.lines)
-
-    def lines_between(self, start: float, end: float) -> list[str]:
-        with self._changed:
-            return [line for t, line in self.lines if start <= t <= end]
 
     def expiries(self, start: float = 0.0, end: float = float("inf")) -> list[ExpiryLine]:
         out = []
