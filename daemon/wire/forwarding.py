@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .base_servicer import Context, Servicer
 
 
+@functools.cache  # a handful of methods, looked up at every forwarded call otherwise
 def _method(service: str, name: str) -> tuple[type[Any], bool]:
     """The response type of a method, and whether it is monitored (the proto option says so)."""
     descriptor = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
@@ -41,17 +43,13 @@ async def forward(servicer: Servicer, service: str, method: str, request: Any, c
             claim = app.sessions.claim(resource.name)
     try:
         return await asyncio.wrap_future(resource.forward_future(method, request, response))
-    except PartUnavailable as exc:
+    except BaseException as exc:
         if claim is not None:
             app.sessions.give_back(claim)
-        raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-    except ClientError as exc:
-        if claim is not None:
-            app.sessions.give_back(claim)
-        raise Abort(exc.code or grpc.StatusCode.UNAVAILABLE, exc.details or str(exc)) from None
-    except BaseException:
-        if claim is not None:
-            app.sessions.give_back(claim)
+        if isinstance(exc, PartUnavailable):
+            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        if isinstance(exc, ClientError):
+            raise Abort(exc.code or grpc.StatusCode.UNAVAILABLE, exc.details or str(exc)) from None
         raise
     finally:
         if claim is not None and app.sessions.ended_meanwhile(claim):
