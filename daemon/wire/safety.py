@@ -64,9 +64,9 @@ class SafetyService(Servicer, safety_pb2_grpc.SafetyServiceServicer):
         """A snapshot, then every event with the state after it; a snapshot each second while nothing happens."""
         viewer = caller_of(context).owner
         loop = asyncio.get_running_loop()
-        yield event_message(Event("snapshot"), status_message(self.app.overview(viewer)))
-        last_snapshot = loop.time()
-        with self.app.events.subscribe() as events:
+        with self.app.events.subscribe() as events:  # before the snapshot: nothing after it goes unseen
+            yield event_message(Event("snapshot"), status_message(self.app.overview(viewer)))
+            last_snapshot = loop.time()
             stale = False  # an event went without the state after it: a snapshot follows within SNAPSHOT_AT_MOST
             while True:
                 wait = max(0.0, last_snapshot + SNAPSHOT_AT_MOST - loop.time()) if stale else SNAPSHOT_EVERY
