@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 from rover_safety.client import connect
@@ -42,16 +45,65 @@ def server() -> Iterator[FakeServer]:
         yield srv
 
 
-def run_child(server: FakeServer, mode: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", SCRIPT, server.address, mode], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line.startswith("driving"):
-        child.kill()
-        raise AssertionError(f"the child did not start: {line!r} {child.communicate()[1]}")
-    return child, line.split()[1]
+class Child:
+    """The script as a child process; its stdout and stderr read by threads, so that no read can block the test."""
+
+    def __init__(self, server: FakeServer, mode: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-c", SCRIPT, server.address, mode], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: IO[str] | None, stdout: bool) -> None:
+        assert stream is not None
+        for line in stream:
+            (self.out if stdout else self.err).append(line)
+            if stdout:
+                self.lines.put(line)
+        if stdout:
+            self.lines.put(None)
+
+    def line(self, timeout: float = 20) -> str:
+        """The next line on its stdout ("" at its end)."""
+        try:
+            return self.lines.get(timeout=timeout) or ""
+        except queue.Empty:
+            raise AssertionError(f"the child wrote no line within {timeout:g} s: {''.join(self.err)}") from None
+
+    def output(self) -> str:
+        """All it wrote on stdout, once it has exited."""
+        self._readers[0].join(5)
+        return "".join(self.out)
+
+    def close(self) -> None:
+        self.proc.kill()  # its own pid, only if not yet reaped
+        self.proc.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def run_child(server: FakeServer, mode: str) -> Iterator[tuple[Child, str]]:
+    """The child, once it drives, and its session id; killed at the end whatever happened."""
+    child = Child(server, mode)
+    try:
+        line = child.line()
+        if not line.startswith("driving"):
+            child.proc.kill()
+            child.proc.wait(10)
+            raise AssertionError(f"the child did not start: {line!r} {child.output()} {''.join(child.err)}")
+        yield child, line.split()[1]
+    finally:
+        child.close()
 
 
 def closed(server: FakeServer, sid: str) -> bool:
@@ -59,27 +111,27 @@ def closed(server: FakeServer, sid: str) -> bool:
 
 
 def test_sigterm_closes_the_session_then_ends_the_program_as_sigterm_does(server: FakeServer) -> None:
-    child, sid = run_child(server, "sleep")
-    sent = time.monotonic()
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(10) == -signal.SIGTERM
-    elapsed = time.monotonic() - sent
+    with run_child(server, "sleep") as (child, sid):
+        sent = time.monotonic()
+        child.proc.send_signal(signal.SIGTERM)
+        assert child.proc.wait(10) == -signal.SIGTERM
+        elapsed = time.monotonic() - sent
     print(f"\nSIGTERM to exit with the session closed: {elapsed * 1000:.0f} ms")
     assert closed(server, sid) and server.sessions[sid].ended == "closed"
     assert elapsed < 2.0  # well inside the 2 s window
 
 
 def test_a_normal_exit_closes_the_session(server: FakeServer) -> None:
-    child, sid = run_child(server, "exit")
-    assert child.wait(10) == 0
+    with run_child(server, "exit") as (child, sid):
+        assert child.proc.wait(10) == 0
     assert closed(server, sid)
 
 
 def test_a_program_with_its_own_sigterm_handler_keeps_it(server: FakeServer) -> None:
-    child, sid = run_child(server, "own-handler")
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(10) == 3
-    assert child.stdout is not None and "own handler" in child.stdout.read()
+    with run_child(server, "own-handler") as (child, sid):
+        child.proc.send_signal(signal.SIGTERM)
+        assert child.proc.wait(10) == 3
+        assert "own handler" in child.output()
     assert closed(server, sid)  # its sys.exit ran atexit
 
 

@@ -62,9 +62,12 @@ def test_heartbeats_run_at_a_fixed_rate_of_window_over_five(server: FakeServer) 
     print(f"\nheartbeats over {len(times)} beats: mean interval {mean * 1000:.3f} ms "
           f"(min {min(intervals) * 1000:.2f}, max {max(intervals) * 1000:.2f}), drift over the run "
           f"{drift * 1000:+.3f} ms, jitter p50 {statistics.median(jitter) * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms")
+    assert max(intervals) < WINDOW, f"a gap of {max(intervals) * 1000:.1f} ms: the session would have lapsed"
     assert abs(mean * (len(times) - 1) / slots[-1] - INTERVAL) < 0.002, f"mean interval {mean * 1000:.2f} ms"
-    assert abs(drift) < 0.005, f"the schedule drifted {drift * 1000:.2f} ms over 50 beats"
-    assert p99 < 0.025, f"p99 jitter {p99 * 1000:.2f} ms"
+    # The figures (printed above) are typically well under a millisecond; the bounds only catch a broken schedule:
+    # a drift of half a slot over the run, or beats a whole interval off their slots.
+    assert abs(drift) < INTERVAL / 2, f"the schedule drifted {drift * 1000:.2f} ms over 50 beats"
+    assert p99 < INTERVAL, f"p99 jitter {p99 * 1000:.2f} ms"
 
 
 def test_a_blocked_command_does_not_delay_heartbeats(server: FakeServer) -> None:
@@ -162,7 +165,10 @@ def test_expiry_raises_then_the_next_call_starts_one_new_session(server: FakeSer
         old_after = beat_times(server, first, t0 - 0.3, t1)
     print(f"\nafter expiry: {len(new)} heartbeats in {t1 - t0:.2f} s for the new session, {len(old_after)} for the old")
     assert old_after == []
-    assert 7 <= len(new) <= 12  # one loop at 40 ms: 10; two loops would send about 20
+    assert len(new) <= 12  # one loop at 40 ms: 10; two loops would send about 20
+    # ... and that one loop keeps the new session alive: no gap (nor the span before the first beat or after the
+    # last) as long as the window
+    assert len(new) >= 2 and max(gaps([t0, *new, t1])) < WINDOW, f"heartbeats of the new session: {new}"
     assert heartbeat_threads() == 0
 
 
@@ -242,7 +248,9 @@ def test_the_liveness_timeout_stops_heartbeats_of_a_hung_program(server: FakeSer
         time.sleep(1.0)  # the "control loop" hangs; the process lives on
         beats = beat_times(server, sid)
         print(f"\nlast heartbeat {(beats[-1] - last_call) * 1000:.0f} ms after the last call (liveness 300 ms)")
-        assert last_call + 0.25 < beats[-1] < last_call + 0.3 + INTERVAL + 0.03
+        # Heartbeats go on until the liveness timeout (one slot skipped by a stall allowed) and stop after it: the
+        # last one comes less than a window after it, so the robot stops within liveness + 2 windows at worst.
+        assert last_call + 0.3 - 2 * INTERVAL < beats[-1] < last_call + 0.3 + WINDOW
         assert server.live(sid, "127.0.0.1") is None  # the daemon's window lapsed: the robot stopped
         assert client.session_id is None
         with pytest.raises(SessionExpired, match="liveness_timeout"):
@@ -264,8 +272,8 @@ def test_keepalive_and_a_call_in_progress_count_as_alive(server: FakeServer) -> 
         left.go_for(rpm=60, revolutions=0.5)  # 0.5 s in progress, longer than the liveness timeout
         end = time.monotonic()
         times = beat_times(server, sid, start, end)
-        assert max(gaps(times)) < INTERVAL + 0.06
-        assert times[-1] > end - INTERVAL - 0.06
+        assert max(gaps([start, *times])) < WINDOW  # the bound that matters: the session never came near lapsing
+        assert times[-1] > end - WINDOW  # and it was alive when the move ended
         time.sleep(0.5)
         assert client.session_id is None  # idle after the move: the session lapsed
 

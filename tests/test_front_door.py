@@ -3,6 +3,7 @@ door off loopback, public stop, and limits on failed attempts, calls, sessions a
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,11 +23,13 @@ from rover_safety.api import (
 from rover_safety.daemon.app import Daemon
 from rover_safety.daemon.errors import StartupError
 
-from tests.support.daemons import DaemonFactory, example_config
+from tests.support.daemons import DaemonFactory, duty, example_config
+from tests.support.grpc_client import code_of
 from tests.support.keys import Certificate, Key, bearer, new_certificate, new_key, secured, tls_channel, token_for
 from tests.support.logs import captured, field
+from tests.support.waiting import wait_until
 
-LEFT_PWM = 22
+LEFT_PWM, RIGHT_PWM = 22, 19
 
 
 @pytest.fixture
@@ -50,20 +53,13 @@ def channel(daemon: Daemon, certificate: Certificate) -> Iterator[grpc.Channel]:
         yield channel
 
 
-def code(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        assert callable(call)
-        call()
-    return info.value.code(), info.value.details() or ""
-
-
 def test_every_call_needs_a_token(channel: grpc.Channel) -> None:
     robot = robot_pb2_grpc.RobotServiceStub(channel)
-    status, details = code(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5))
+    status, details = code_of(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5))
     assert status == grpc.StatusCode.UNAUTHENTICATED and "Authenticate" in details
-    status, _ = code(lambda: robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5))
+    status, _ = code_of(lambda: robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5))
     assert status == grpc.StatusCode.UNAUTHENTICATED
-    status, details = code(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5,
+    status, details = code_of(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5,
                                                        metadata=bearer("not.a.token")))
     assert status == grpc.StatusCode.UNAUTHENTICATED and "invalid token" in details
 
@@ -88,8 +84,8 @@ def test_wrong_keys_and_types_are_refused_alike(channel: grpc.Channel, keys: tup
                                   ("laptop", "robot-secret", keys[0].key)):
         request = auth_pb2.AuthenticateRequest(entity=entity, credentials=auth_pb2.Credentials(type=kind,
                                                                                                payload=payload))
-        assert code(lambda r=request: auth.Authenticate(r, timeout=5)) == (grpc.StatusCode.UNAUTHENTICATED,
-                                                                           "invalid credentials")
+        assert code_of(functools.partial(auth.Authenticate, request, timeout=5)) == (
+            grpc.StatusCode.UNAUTHENTICATED, "invalid credentials")
 
 
 def test_authenticate_refuses_a_call_that_already_carries_a_token(channel: grpc.Channel,
@@ -98,7 +94,7 @@ def test_authenticate_refuses_a_call_that_already_carries_a_token(channel: grpc.
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     request = auth_pb2.AuthenticateRequest(entity="laptop", credentials=auth_pb2.Credentials(type="api-key",
                                                                                              payload=keys[0].key))
-    status, details = code(lambda: auth.Authenticate(request, metadata=bearer(token), timeout=5))
+    status, details = code_of(lambda: auth.Authenticate(request, metadata=bearer(token), timeout=5))
     assert status == grpc.StatusCode.INVALID_ARGUMENT and "already authenticated" in details
 
 
@@ -113,7 +109,7 @@ def test_a_session_belongs_to_the_key_and_survives_a_second_token(daemon: Daemon
                                                                  metadata=bearer(first), timeout=5).id
         heartbeat = robot_pb2.SendSessionHeartbeatRequest(id=sid)
         robot_pb2_grpc.RobotServiceStub(beats).SendSessionHeartbeat(heartbeat, metadata=bearer(second), timeout=5)
-        status, details = code(lambda: robot_pb2_grpc.RobotServiceStub(other).SendSessionHeartbeat(
+        status, details = code_of(lambda: robot_pb2_grpc.RobotServiceStub(other).SendSessionHeartbeat(
             heartbeat, metadata=bearer(theirs), timeout=5))
         assert (status, details) == (grpc.StatusCode.INVALID_ARGUMENT, "SESSION_EXPIRED")
         seen = robot_pb2_grpc.RobotServiceStub(other).GetSessions(robot_pb2.GetSessionsRequest(),
@@ -129,7 +125,7 @@ def test_a_reload_that_removes_a_key_revokes_its_tokens_at_once(daemon: Daemon, 
     assert daemon.config_path is not None
     Path(daemon.config_path).write_text(secured(example_config(heartbeat_window="5s"), certificate, (keys[1],)))
     assert daemon.reload()
-    status, details = code(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), metadata=bearer(laptop),
+    status, details = code_of(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), metadata=bearer(laptop),
                                                        timeout=5))
     assert status == grpc.StatusCode.UNAUTHENTICATED and "no longer accepted" in details
     robot.ResourceNames(robot_pb2.ResourceNamesRequest(), metadata=bearer(phone), timeout=5)
@@ -140,11 +136,11 @@ def test_failed_attempts_are_limited_per_peer_and_logged(channel: grpc.Channel, 
     wrong = auth_pb2.AuthenticateRequest(entity="laptop", credentials=auth_pb2.Credentials(type="api-key",
                                                                                            payload="guess"))
     with captured(logging.INFO) as records:
-        answers = [code(lambda: auth.Authenticate(wrong, timeout=5))[1] for _ in range(8)]
+        answers = [code_of(lambda: auth.Authenticate(wrong, timeout=5))[1] for _ in range(8)]
         assert answers[:5] == ["invalid credentials"] * 5
         assert all("too many failed attempts" in a for a in answers[5:]), answers
         # now even the right key waits: a guesser learns nothing from trying faster
-        status, details = code(lambda: token_for(channel, keys[0]))
+        status, details = code_of(lambda: token_for(channel, keys[0]))
         assert status == grpc.StatusCode.UNAUTHENTICATED and "too many failed attempts" in details
     failures = [r for r in records.records if field(r, "MESSAGE_ID") == "f70a4627dcc54a40b8bb74da4e7d1e18"]
     assert len(failures) >= 5 and field(failures[0], "PEER").startswith("ipv")
@@ -159,7 +155,7 @@ def test_public_stop_lets_anyone_stop_but_not_drive(make_daemon: DaemonFactory, 
         sid = robot.StartSession(robot_pb2.StartSessionRequest(), metadata=bearer(token), timeout=5).id
         motor.SetPower(motor_pb2.SetPowerRequest(name="left", power_pct=0.7),
                        metadata=(*bearer(token), ("viam-sid", sid)), timeout=5)
-        status, _ = code(lambda: motor.SetPower(motor_pb2.SetPowerRequest(name="left", power_pct=1.0), timeout=5))
+        status, _ = code_of(lambda: motor.SetPower(motor_pb2.SetPowerRequest(name="left", power_pct=1.0), timeout=5))
         assert status == grpc.StatusCode.UNAUTHENTICATED
         motor.Stop(motor_pb2.StopRequest(name="left"), timeout=5)  # no token at all
         assert daemon.rig is not None and daemon.rig.factory.pin(LEFT_PWM).state == 0
@@ -167,14 +163,14 @@ def test_public_stop_lets_anyone_stop_but_not_drive(make_daemon: DaemonFactory, 
 
 
 def test_without_public_stop_a_stop_needs_a_token_too(channel: grpc.Channel) -> None:
-    status, _ = code(lambda: motor_pb2_grpc.MotorServiceStub(channel).Stop(motor_pb2.StopRequest(name="left"),
+    status, _ = code_of(lambda: motor_pb2_grpc.MotorServiceStub(channel).Stop(motor_pb2.StopRequest(name="left"),
                                                                            timeout=5))
     assert status == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_plain_text_cannot_reach_a_tls_port(daemon: Daemon) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as plain:
-        status, _ = code(lambda: robot_pb2_grpc.RobotServiceStub(plain).ResourceNames(
+        status, _ = code_of(lambda: robot_pb2_grpc.RobotServiceStub(plain).ResourceNames(
             robot_pb2.ResourceNamesRequest(), timeout=3))
         assert status == grpc.StatusCode.UNAVAILABLE
 
@@ -210,7 +206,7 @@ def test_sessions_per_owner_and_starts_per_second(make_daemon: DaemonFactory) ->
         robot = robot_pb2_grpc.RobotServiceStub(channel)
         for _ in range(5):
             robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5)
-        status, details = code(lambda: robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5))
+        status, details = code_of(lambda: robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5))
         assert status == grpc.StatusCode.RESOURCE_EXHAUSTED and "live sessions of 127.0.0.1 (limit 5)" in details
         answers = []
         for _ in range(30):  # a burst: 2 x 10 pass, then the rate
@@ -241,8 +237,8 @@ def test_calls_in_flight_per_client_are_bounded(make_daemon: DaemonFactory) -> N
         # two timed moves hold two calls open, so the client's next call is refused at once ...
         moves = [motor.GoFor.future(motor_pb2.GoForRequest(name=n, rpm=60, revolutions=100), metadata=md,
                                     timeout=30) for n in ("left", "right")]
-        time.sleep(0.3)
-        status, details = code(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5))
+        wait_until(lambda: duty(daemon, LEFT_PWM) > 0 and duty(daemon, RIGHT_PWM) > 0, what="both moves under way")
+        status, details = code_of(lambda: robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5))
         assert status == grpc.StatusCode.RESOURCE_EXHAUSTED and "in flight" in details
         for move in moves:  # ... until they end
             move.cancel()  # type: ignore[no-untyped-call]

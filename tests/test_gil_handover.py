@@ -57,7 +57,10 @@ def test_a_waiting_thread_gets_the_gil_within_the_short_interval(restored_interv
     print(f"\nmedian wake-up lateness under a spinning thread: 5 ms interval {default * 1000:.2f} ms, "
           f"{GIL_SWITCH_INTERVAL * 1000:g} ms interval {short * 1000:.2f} ms")
     assert default > 0.004  # the effect exists: the default makes the waiter wait for the whole interval
-    assert short < 0.0025  # generous: about 0.6 ms here
+    # Relative to the same run's default (the load weighs on both alike), and absolutely below the default's figure
+    # (about 0.6 ms here: the figures belong to benchmarks/bench_gil.py).
+    assert short < default / 2, f"{short * 1000:.2f} ms is not well below the default's {default * 1000:.2f} ms"
+    assert short < 0.004
 
 
 def test_a_started_daemon_runs_with_the_short_interval(restored_interval: None, make_daemon: DaemonFactory) -> None:

@@ -4,8 +4,6 @@ bounded amount, no answer grows with the request, and no session id leaks to ano
 from __future__ import annotations
 
 import math
-import os
-import resource
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -17,6 +15,7 @@ from rover_safety.daemon.app import Daemon
 
 from tests.support.daemons import DaemonFactory, duty, example_config
 from tests.support.grpc_client import Client, Heartbeats
+from tests.support.process import rss_mb
 
 PINS = (17, 27, 22, 26, 19)  # every output of the example config
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
@@ -121,14 +120,6 @@ def test_a_request_larger_than_control_needs_is_refused_without_reading_it(serve
     assert info.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
                                  grpc.StatusCode.UNAVAILABLE)
     client.robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)  # and the daemon still serves
-
-
-def rss_mb() -> float:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def test_thirty_large_bad_requests_cost_bounded_memory_and_no_session(make_daemon: DaemonFactory) -> None:

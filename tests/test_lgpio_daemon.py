@@ -23,7 +23,7 @@ import pytest
 from rover_safety.api import motor_pb2
 
 from tests.support.fake_lgpio import FakeChip, on_raspberry_pi, pi_namespace_unavailable
-from tests.support.grpc_client import Client
+from tests.support.grpc_client import Client, code_of
 from tests.support.hil import AUX, EXAMPLE_PINS, LEFT, RIGHT, Served, no_traceback, with_aux
 from tests.support.lgpio_daemon import (
     ALL_PINS,
@@ -114,18 +114,13 @@ def test_expiry_cuts_pwm_at_the_deadline(rig: Rig, chip: FakeChip, capsys: pytes
                 latest = off.t - sent - window
                 report.append(f"GPIO{pin} duty 0 at deadline + [{1000 * late:.2f}, {1000 * latest:.2f}] ms, "
                               f"pin settled {1000 * (settled - off.t):.2f} ms later")
-            assert grpc_code(client.heartbeat) == grpc.StatusCode.INVALID_ARGUMENT
+            code, _ = code_of(client.heartbeat)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
             daemon.wait_line(" expired: ", timeout=5)
         finally:
             client.close()
     with capsys.disabled():
         print(f"\nlgpio expiry (fake chip, child daemon): {'; '.join(report)}")
-
-
-def grpc_code(call: object) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
-    return info.value.code()
 
 
 # --- every way out with motion in progress ---------------------------------------------------------------------------

@@ -96,7 +96,19 @@ def test_sessions_stops_heartbeats_and_calls_are_counted(make_daemon: DaemonFact
     assert closing.safety.CloseSession(safety_pb2.CloseSessionRequest(id=closing.sid), timeout=5).success
     alive.start()
     beats = Heartbeats(alive, 0.05)
-    wait_until(lambda: len(daemon.events.expiries()) == 3, timeout=3, what="two expiries and a close")
+
+    def counted() -> bool:
+        """The metrics listener counts each event after the hub records it: wait on the scraped counters."""
+        try:
+            text = scrape(daemon)
+            return (value(text, "rover_safety_sessions_expired_total", moving="true") == 1
+                    and value(text, "rover_safety_sessions_expired_total", moving="false") == 1
+                    and value(text, "rover_safety_sessions_closed_total") == 1
+                    and value(text, "rover_safety_resource_moving", resource="left") == 0)
+        except AssertionError:  # a sample not there yet
+            return False
+
+    wait_until(counted, timeout=3, what="two expiries and a close counted", interval=0.02)
     alive.robot.StopAll(robot_pb2.StopAllRequest(), timeout=5)
     alive.motor.Stop(motor_pb2.StopRequest(name="left"), timeout=5)
     with pytest.raises(grpc.RpcError):

@@ -9,8 +9,9 @@ import grpc
 import pytest
 from rover_safety.daemon.app import Daemon
 
-from tests.support.daemons import DaemonFactory, duty, example_config, rig
+from tests.support.daemons import DaemonFactory, changed_at, duty, example_config, rig
 from tests.support.grpc_client import Client
+from tests.support.waiting import wait_until
 
 LEFT_A, LEFT_PWM, RIGHT_PWM = 17, 22, 19
 Running = tuple[Daemon, Client]
@@ -58,9 +59,13 @@ def test_a_new_window_applies_to_new_sessions_and_to_live_ones_from_their_next_h
     sid = other.start()
     assert daemon.sessions.find_by_id(sid, "127.0.0.1").window == 0.3
     assert duty(daemon, LEFT_PWM) == pytest.approx(0.5)  # nothing stopped or started
+    sent = time.monotonic()
     client.heartbeat()  # from here on this session must beat every 300 ms
-    time.sleep(0.5)
-    assert duty(daemon, LEFT_PWM) == 0
+    answered = time.monotonic()
+    wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=5, what="left stopped at the new window's end")
+    off = changed_at(daemon, LEFT_PWM)
+    assert off >= sent + 0.3, f"stopped {1000 * (sent + 0.3 - off):.1f} ms before the new window ended"
+    assert off < answered + 2.0, "stopped only at the old window's end"
     other.close()
 
 

@@ -98,7 +98,7 @@ def test_safe_stop_while_the_daemon_runs(gpio: Gpio, tmp_path: Path) -> None:
         client.motor.SetPower(motor_pb2.SetPowerRequest(name="right", power_pct=0.3), metadata=client.md,
                               timeout=5)
         assert gpio.read(22).duty == pytest.approx(0.4) and gpio.read(19).duty == pytest.approx(0.3)
-        assert gpio.wait(lambda: gpio.duty_now(22) == 0 and gpio.duty_now(6) == 0, timeout=5), "no lapse stop"
+        assert gpio.wait(lambda: gpio.duty_now(22) == 0 and gpio.duty_now(19) == 0, timeout=5), "no lapse stop"
         daemon.wait_line(" expired: ", timeout=5)
         assert "ERROR" not in daemon.text and "CRITICAL" not in daemon.text, daemon.text
         daemon.signal(signal.SIGTERM)

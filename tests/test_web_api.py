@@ -18,7 +18,7 @@ from rover_safety.web.upstream import certificate_name, grpc_peer, upstream_targ
 from rover_safety.web.visits import Visits
 
 from tests.support.browser import WebClient, with_page
-from tests.support.daemons import DaemonFactory, example_config
+from tests.support.daemons import DaemonFactory, duty, example_config
 from tests.support.grpc_client import Client
 from tests.support.keys import Certificate, Key, new_certificate, new_key, secured
 from tests.support.logs import captured, field
@@ -37,11 +37,6 @@ def client(daemon: Daemon, source: str = "127.0.0.1") -> WebClient:
     web = WebClient(page_of(daemon).port, source=source)
     web.state()
     return web
-
-
-def pwm(daemon: Daemon, bcm: int = LEFT_PWM) -> float:
-    assert daemon.rig is not None
-    return float(daemon.rig.factory.pin(bcm).state)
 
 
 @pytest.fixture
@@ -113,9 +108,9 @@ def test_state_changing_requests_need_the_pages_csrf_token(make_daemon: DaemonFa
     assert web.post("/api/stop_all", headers={"Origin": "https://evil.example"}).status == 403
     stranger = WebClient(web.port, csrf=web.csrf)  # the token without the cookie
     assert stranger.post("/api/stop_all").status == 403
-    assert pwm(daemon) == pytest.approx(0.6)
+    assert duty(daemon, LEFT_PWM) == pytest.approx(0.6)
     assert web.post("/api/stop_all", headers={"Origin": f"http://127.0.0.1:{web.port}"}).status == 200
-    assert pwm(daemon) == 0
+    assert duty(daemon, LEFT_PWM) == 0
     driver.close()
 
 
@@ -173,8 +168,8 @@ def test_the_page_never_heartbeats_on_its_own(make_daemon: DaemonFactory) -> Non
         started = time.monotonic()
         sid = web.post("/api/sessions").json()["id"]
         assert web.post("/api/bases/base/power", {"session": sid, "linear": 0.5, "angular": 0}).status == 200
-        assert pwm(daemon) > 0
-        wait_until(lambda: pwm(daemon) == 0, timeout=2, what="the base to stop at the window")
+        assert duty(daemon, LEFT_PWM) > 0
+        wait_until(lambda: duty(daemon, LEFT_PWM) == 0, timeout=2, what="the base to stop at the window")
         lapsed = time.monotonic() - started
         stream.until(lambda name, data: data["kind"] == "expired")
     assert 0.45 <= lapsed <= 0.9, lapsed
@@ -190,10 +185,10 @@ def test_the_browsers_heartbeats_keep_its_session(make_daemon: DaemonFactory) ->
     for _ in range(15):  # 1.5 s, three windows
         time.sleep(0.1)
         assert web.post("/api/sessions/heartbeat", {"id": sid}).status == 200
-    assert pwm(daemon) > 0
+    assert duty(daemon, LEFT_PWM) > 0
     assert page_of(daemon).heartbeats == 15
     assert web.post("/api/sessions/close", {"id": sid}).json() == {"success": True}
-    assert pwm(daemon) == 0
+    assert duty(daemon, LEFT_PWM) == 0
 
 
 def test_a_reload_keeps_the_pages_clients_apart(make_daemon: DaemonFactory) -> None:
@@ -384,31 +379,15 @@ def test_upstream_addresses_and_names(tmp_path: Path) -> None:
 
 def test_serve_simulate_prints_where_the_page_is(tmp_path: Path) -> None:
     """With network.web in the config, `serve --simulate` says where the page is; opening that URL is all it takes."""
-    import os
-    import select
     import signal
-    import subprocess
-    import sys
+
+    from tests.support.hil import served
 
     config = tmp_path / "rover.yaml"
     config.write_text(with_page(example_config()))
-    cli = Path(sys.executable).with_name("rover-safety")
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID")}
-    process = subprocess.Popen([str(cli), "serve", "--simulate", "--config", str(config)], stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, env=env)
-    assert process.stderr is not None
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        while not any("operator page on" in line for line in lines) and time.monotonic() < deadline:
-            if select.select([process.stderr], [], [], 1)[0]:
-                lines.append(process.stderr.readline().decode())
-        (line,) = [line for line in lines if "operator page on" in line]
-        found = re.search(r"operator page on http://127\.0\.0\.1:(\d+)/$", line.strip())
-        assert found, line
+    with served(config, wrap=lambda argv: [*argv, "--simulate"]) as daemon:  # killed at the end whatever happens
+        _, found = daemon.wait_line(r"operator page on http://127\.0\.0\.1:(\d+)/$")
         web = WebClient(int(found.group(1)))
         assert web.request("GET", "/").status == 200 and web.state()["auth_required"] is False
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        process.stderr.close()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0, daemon.text

@@ -112,7 +112,7 @@ def test_a_session_appears_and_its_expiry_shows(make_daemon: DaemonFactory, tab:
     tab.wait(lambda: session.tag in tab.expiry_tags(), what="the expiry")
     expiry = tab.text(f"#expiries li[data-tag='{session.tag}']")
     assert "expired" in expiry and "stopped left" in expiry and "after the deadline" in expiry
-    assert not tab.resource_moving("left")
+    tab.wait(lambda: not tab.resource_moving("left"), what="left shown stopped")  # "stopped" comes after "expired"
     assert tab.text("#gpio") == "GPIO mock up"
     other.close()
 

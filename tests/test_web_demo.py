@@ -5,13 +5,14 @@ rule refuses."""
 from __future__ import annotations
 
 import re
+import select
 import ssl
 import subprocess
 from pathlib import Path
 
 from tests.support.browser import WebClient
 from tests.support.daemons import example_config
-from tests.support.hil import RUN_CLI, cli_env
+from tests.support.hil import RUN_CLI, cli_env, served
 from tests.support.net import free_port
 
 
@@ -19,18 +20,17 @@ def test_simulate_with_a_web_address_off_loopback_makes_a_key_and_a_certificate_
     config = tmp_path / "rover.yaml"
     config.write_text(example_config())
     port = free_port()
-    proc = subprocess.Popen([*RUN_CLI, "serve", "--config", str(config), "--simulate", "--web", f"0.0.0.0:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        first = proc.stdout.readline()
+    simulate = ["--simulate", "--web", f"0.0.0.0:{port}"]
+    with served(config, wrap=lambda argv: [*argv, *simulate]) as daemon:  # killed at the end whatever happens
+        stdout = daemon.proc.stdout
+        assert stdout is not None
+        assert select.select([stdout], [], [], 20)[0], f"nothing on stdout within 20 s:\n{daemon.text}"
+        first = stdout.readline()
         match = re.search(r"API key id `phone`, key (\S+); certificate ([0-9A-F:]+)", first)
         assert match, first
         key = match.group(1)
-        for line in proc.stderr:
-            if "operator page on" in line:
-                assert "https://" in line and match.group(2) in line, line
-                break
+        _, page_line = daemon.wait_line("operator page on")
+        assert "https://" in page_line.string and match.group(2) in page_line.string, page_line.string
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # a phone: compare the fingerprint
         page = WebClient(port, tls=context)
@@ -38,12 +38,6 @@ def test_simulate_with_a_web_address_off_loopback_makes_a_key_and_a_certificate_
         page.state()
         assert page.login("phone", "not the key").status == 401
         assert page.login("phone", key).status == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_without_simulate_the_open_door_rule_refuses(tmp_path: Path) -> None:
