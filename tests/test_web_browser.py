@@ -4,6 +4,7 @@ emulator), what happens when the tab goes away, and a phone-sized screenshot for
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,10 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(chromium.missing() is not None, reason=chromium.missing() or "")
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "operator-page.png"
+# The screenshot goes to build/; `UPDATE_SCREENSHOT=1` puts it in docs/ for the README (a test run leaves the
+# checkout as it was).
+CHECKOUT = Path(__file__).resolve().parent.parent
+SCREENSHOT = CHECKOUT / ("docs" if os.environ.get("UPDATE_SCREENSHOT") else "build") / "operator-page.png"
 WINDOW = 1.0  # seconds: the heartbeat window of these daemons (the page heartbeats every 0.2 s)
 LEFT = (17, 27, 22)  # a, b, pwm
 RIGHT = (26, 19)  # dir, pwm
@@ -242,8 +246,8 @@ def test_a_tab_that_cannot_say_goodbye_stops_the_base_at_the_window(
 
 
 def test_phone_screenshot(make_daemon: DaemonFactory, tab: Browser) -> None:
-    """docs/operator-page.png: the page on a 390x844 phone while a client drives a motor and another's session has
-    just lapsed."""
+    """The README's picture (docs/operator-page.png): the page on a 390x844 phone while a client drives a motor and
+    another's session has just lapsed."""
     daemon = make_daemon(with_page(example_config("1s")))
     lapsed = Client(daemon.port)
     lapsed.start()
@@ -263,6 +267,7 @@ def test_phone_screenshot(make_daemon: DaemonFactory, tab: Browser) -> None:
         assert top["height"] >= 88 and top["width"] >= 340  # a thumb's worth, at the top
         for arrow in tab.driver.find_elements(By.CSS_SELECTOR, "#pad .dir"):
             assert arrow.size["height"] >= 72 and arrow.size["width"] >= 72
+        SCREENSHOT.parent.mkdir(exist_ok=True)
         tab.screenshot(SCREENSHOT)
     finally:
         beats.stop()
