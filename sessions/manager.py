@@ -184,7 +184,7 @@ class SessionManager:
         """
         claim = self.claim(name)
         try:
-            self._await_stops(claim.names)
+            self.await_stops(self.stops_under_way(claim))
             result = command()
         except BaseException:
             self.give_back(claim)
@@ -309,20 +309,24 @@ class SessionManager:
                                         f"watching it{was}"))
         return previous
 
-    def _await_stops(self, names: tuple[str, ...]) -> None:
-        """Wait until the stop of whichever session drove any of `names` before has reached the pins (bounded): a
-        stop that is still under way on a stop thread must not undo a newer session's command."""
+    def stops_under_way(self, claim: Claim) -> list[StopReport]:
+        """The stops, still under way on the stop threads, of the sessions that drove the claim's resources before:
+        a command must not run before them, or they would undo it (await_stops)."""
+        pending: list[StopReport] = []
         with self._lock:
-            pending = set()
-            for n in names:
+            for n in claim.names:
                 report = self._stopping.get(n)
                 if report is None:
                     continue
                 if report.settled.is_set():
                     del self._stopping[n]
-                else:
-                    pending.add(report)
-        for report in pending:
+                elif report not in pending:
+                    pending.append(report)
+        return pending
+
+    def await_stops(self, reports: Sequence[StopReport]) -> None:
+        """Wait until each stop has reached the pins (or been forced off), each for a bounded time."""
+        for report in reports:
             report.settled.wait(self._settle_wait)
 
     def _give_back(self, names: tuple[str, ...], session: Session | None, previous: dict[str, str | None]) -> None:

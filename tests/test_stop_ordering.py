@@ -101,3 +101,16 @@ def test_a_command_on_something_else_does_not_wait(manager: SessionManager, moto
     assert time.monotonic() - started < SLOW_STOP, "a command on another resource waited for left's stop"
     assert report.wait(2)
     assert motors["right"].power == 0.4 and motors["left"].power == 0.0
+
+
+def test_a_forwarded_command_can_ask_which_stops_are_under_way(manager: SessionManager,
+                                                               motors: dict[str, SlowMotor]) -> None:
+    """What a command that runs elsewhere (a sub-part's) awaits before it goes out: claim, stops_under_way, await."""
+    first = drive(manager, motors, "a", "left", 0.6)
+    report = manager.end(first, "a")
+    assert report is not None
+    with session_context(manager.start(owner="b")):
+        claim = manager.claim("left")
+    assert manager.stops_under_way(claim) == [report]
+    manager.await_stops([report])
+    assert report.settled.is_set() and manager.stops_under_way(claim) == []

@@ -42,6 +42,8 @@ async def forward(servicer: Servicer, service: str, method: str, request: Any, c
         with session_context(session):
             claim = app.sessions.claim(resource.name)
     try:
+        if claim is not None and (pending := app.sessions.stops_under_way(claim)):  # an ended session's Stop first
+            await asyncio.get_running_loop().run_in_executor(None, app.sessions.await_stops, pending)
         return await asyncio.wrap_future(resource.forward_future(method, request, response))
     except BaseException as exc:
         if claim is not None:
