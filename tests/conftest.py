@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+
+# Before anything imports grpc: its fork handlers restart a poller thread in a child forked to exec (subprocess with
+# preexec_fn), which aborts when the child closes its descriptors (grpc/grpc#43055, grpcio >= 1.81). The tests fork
+# such children (a throwaway systemd in a cgroup, clients at a nice level) from a process that holds channels; none
+# of them goes on using gRPC across a fork, so the handlers are not wanted. Children inherit the setting.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -347,11 +347,9 @@ def run_sessions(target: str, sessions: int, seconds: float, interval: float, *,
     argv = [*prefix, PYTHON, "-m", "tests.support.fault_sessions", "--target", target, "--sessions", str(sessions),
             "--seconds", str(seconds), "--interval", str(interval)]
 
-    def raise_priority() -> None:
-        if nice is not None:
-            os.nice(nice)
-
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=CHECKOUT, preexec_fn=raise_priority)
+    if nice is not None:  # the `nice` command, not a preexec_fn: no fork of this process (see tests/conftest.py)
+        argv = ["nice", "-n", str(nice), *argv]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=CHECKOUT)
 
 
 def sessions_summary(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -374,8 +372,9 @@ def sessions_summary(proc: subprocess.Popen[str], timeout: float) -> dict[str, A
 def busy_cpus(count: int = 4, seconds: float = 60.0) -> Iterator[list[int]]:
     """`count` processes spinning at nice 0 (each ends by itself after `seconds`; ended at once on exit)."""
     code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
-    procs = [subprocess.Popen([PYTHON, "-c", code], preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
-             for _ in range(count)]
+    procs = [subprocess.Popen([PYTHON, "-c", code]) for _ in range(count)]
+    for p in procs:  # set from here, not in a preexec_fn (no fork of this process; see tests/conftest.py)
+        os.setpriority(os.PRIO_PROCESS, p.pid, 0)
     try:
         yield [p.pid for p in procs]
     finally:
