@@ -287,8 +287,14 @@ def timer_witness(realtime: bool, conn: Connection) -> None:
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
     _, end = conn.recv()
+    lateness = timer_lateness(end, seed=7 + realtime)
+    conn.send((_policy(0), lateness))
+
+
+def timer_lateness(end: float, seed: int) -> list[float]:
+    """How late each timed Condition.wait to a random deadline 20-80 ms ahead returned, until monotonic `end`."""
     lateness: list[float] = []
-    rng = random.Random(7 + realtime)
+    rng = random.Random(seed)
     condition = threading.Condition()
     with condition:
         while time.monotonic() < end:
@@ -296,7 +302,7 @@ def timer_witness(realtime: bool, conn: Connection) -> None:
             while (now := time.monotonic()) < deadline:
                 condition.wait(deadline - now)
             lateness.append(now - deadline)
-    conn.send((_policy(0), lateness))
+    return lateness
 
 
 # --- the daemon side: probes on the session manager and on the pins ------------------------------------------------

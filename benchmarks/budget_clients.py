@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import grpc
 from rover_safety.api import robot_pb2, safety_pb2
 
 from benchmarks.bench_stop import LaneRecord as LaneRecord  # re-exported: bench_budget reads lane records
-from benchmarks.bench_stop import expiry_client
+from benchmarks.bench_stop import expiry_client, timer_lateness
 
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
 HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"
@@ -279,15 +278,6 @@ def timer_witness(realtime: bool, priority: int, procs: str | None, cpu: int | N
             policy = f"SCHED_OTHER (SCHED_FIFO refused: {exc.strerror})"
     conn.send("ready")
     _, end = conn.recv()
-    lateness: list[float] = []
-    rng = random.Random(7 + realtime)
-    condition = threading.Condition()
-    with condition:
-        while time.monotonic() < end:
-            deadline = time.monotonic() + rng.uniform(0.02, 0.08)
-            while (now := time.monotonic()) < deadline:
-                condition.wait(deadline - now)
-            lateness.append(now - deadline)
-    conn.send((policy, lateness))
+    conn.send((policy, timer_lateness(end, seed=7 + realtime)))
     with contextlib.suppress(EOFError):
         conn.recv()
