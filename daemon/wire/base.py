@@ -42,8 +42,7 @@ class BaseService(Servicer, base_pb2_grpc.BaseServiceServicer):
     @handler
     async def Stop(self, request: Any, context: Context) -> base_pb2.StopResponse:
         base = self.find(request.name, WheeledBase)
-        await self.run(base.stop)
-        await self.run(self.app.refresh_status)
+        await self.stop(base.stop)
         return base_pb2.StopResponse()
 
     @handler

@@ -126,6 +126,17 @@ class Servicer:
         """Run a driver call on the daemon's command threads: a GPIO write must never block the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.app.commands, call)
 
+    async def stop(self, stop: Callable[[], T]) -> T:
+        """A Stop call: run `stop` on a command thread, then refresh the status there too (one hop, not two)."""
+
+        def stop_then_refresh() -> T:
+            try:
+                return stop()
+            finally:
+                self.app.refresh_status()
+
+        return await self.run(stop_then_refresh)
+
     def find(self, name: str, kind: type[R]) -> R:
         resource = self.app.resource(name)
         if not isinstance(resource, kind):

@@ -55,8 +55,7 @@ class MotorService(Servicer, motor_pb2_grpc.MotorServiceServicer):
     @handler
     async def Stop(self, request: Any, context: Context) -> motor_pb2.StopResponse:
         motor = self.find(request.name, Motor)
-        await self.run(motor.stop)
-        await self.run(self.app.refresh_status)
+        await self.stop(motor.stop)
         return motor_pb2.StopResponse()
 
     @handler

@@ -61,8 +61,7 @@ class RobotService(Servicer, robot_pb2_grpc.RobotServiceServicer):
 
     @handler
     async def StopAll(self, request: Any, context: Context) -> robot_pb2.StopAllResponse:
-        moving = await self.run(self.app.stop_all)
-        await self.run(self.app.refresh_status)
+        moving = await self.stop(self.app.stop_all)
         log.info("StopAll from %s: stopped everything (moving: %s)", caller_of(context).peer,
                  ", ".join(moving) or "nothing")
         return robot_pb2.StopAllResponse()
