@@ -94,15 +94,21 @@ def killed_mid_drive(emulated: Gpio, tmp_path: Path, runtime: Path) -> Iterator[
             proc.stderr.close()
 
 
+def safe_stop(config: Path, runtime: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`rover-safety safe-stop --config CONFIG` as ExecStopPost runs it (RUNTIME_DIRECTORY set): its result, its
+    time in seconds; it never prints a traceback."""
+    started = time.monotonic()
+    result = subprocess.run([*RUN_CLI, "safe-stop", "--config", str(config)], capture_output=True, text=True,
+                            timeout=30, env=env_with(runtime), stdin=subprocess.DEVNULL, check=False)
+    no_traceback(result.stderr)
+    return result, time.monotonic() - started
+
+
 @pytest.mark.parametrize("breakage", list(HOSTILE))
 def test_safe_stop_turns_off_the_record_whatever_the_config_holds(killed_mid_drive: Path, emulated: Gpio,
                                                                   runtime: Path, breakage: str) -> None:
     HOSTILE[breakage](killed_mid_drive)
-    started = time.monotonic()
-    result = subprocess.run([*RUN_CLI, "safe-stop", "--config", str(killed_mid_drive)], capture_output=True,
-                            text=True, timeout=30, env=env_with(runtime), stdin=subprocess.DEVNULL, check=False)
-    took = time.monotonic() - started
-    no_traceback(result.stderr)
+    result, took = safe_stop(killed_mid_drive, runtime)
     assert emulated.duty_now(LEFT_PWM) == 0 and emulated.duty_now(RIGHT_PWM) == 0, result.stderr
     assert result.returncode == 0, result.stderr  # the record's outputs are off: that is what was driven
     assert "going by the daemon's record only" in result.stderr, result.stderr
@@ -116,11 +122,7 @@ def test_a_hostile_record_does_not_hang_safe_stop_it_goes_by_the_config(killed_m
                                                                         runtime: Path, breakage: str) -> None:
     record = runtime / "driven.json"
     HOSTILE[breakage](record)
-    started = time.monotonic()
-    result = subprocess.run([*RUN_CLI, "safe-stop", "--config", str(killed_mid_drive)], capture_output=True,
-                            text=True, timeout=30, env=env_with(runtime), stdin=subprocess.DEVNULL, check=False)
-    took = time.monotonic() - started
-    no_traceback(result.stderr)
+    result, took = safe_stop(killed_mid_drive, runtime)
     assert emulated.duty_now(LEFT_PWM) == 0 and emulated.duty_now(RIGHT_PWM) == 0, result.stderr
     assert result.returncode == 0, result.stderr
     assert "cannot read the daemon's record of its pins" in result.stderr, result.stderr
