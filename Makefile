@@ -12,13 +12,15 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev systemd iproute2
 TEST_APT_PACKAGES := $(APT_PACKAGES) util-linux shellcheck chromium chromium-driver prometheus faketime
 VIAM_SDK := viam-sdk==0.85.1
+# A new pin of the SDK makes a new venv.
+VIAM_STAMP := $(VIAM_VENV)/.installed-$(subst ==,-,$(VIAM_SDK))
 
 .PHONY: run test lint typecheck bench bench-budget protos deps test-deps install uninstall clean
 
 run: $(BIN)/.installed
 	$(BIN)/rover-safety serve --config $(CONFIG) --simulate
 
-test: $(BIN)/.installed $(VIAM_VENV)/.installed lint typecheck | test-deps
+test: $(BIN)/.installed $(VIAM_STAMP) lint typecheck | test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed | test-deps
@@ -29,7 +31,7 @@ lint: $(BIN)/.installed | test-deps
 # build/typecheck/rover_safety/NAME links each folder setup.cfg's package_dir maps to rover_safety.NAME (mypy_path).
 # The tests are checked like the product; tests/support/viam_client.py runs in the Viam SDK's venv, so it is checked
 # against that venv's packages (viam-sdk and grpclib ship their types).
-typecheck: $(BIN)/.installed $(VIAM_VENV)/.installed
+typecheck: $(BIN)/.installed $(VIAM_STAMP)
 	@mkdir -p build/typecheck/rover_safety
 	@sed -n 's/^ *rover_safety\.\([a-z_]*\) *= *\([a-z_]*\) *$$/\1 \2/p' setup.cfg | \
 	  while read -r name dir; do ln -sfn ../../../$$dir build/typecheck/rover_safety/$$name; done
@@ -72,7 +74,8 @@ $(BIN)/.installed: setup.cfg pyproject.toml | deps
 	touch $@
 
 # The official Viam SDK pins its own protobuf, so it lives in a venv of its own (used by the SDK tests).
-$(VIAM_VENV)/.installed: | deps
+$(VIAM_STAMP): | deps
+	rm -rf $(VIAM_VENV)
 	$(PYTHON) -m venv $(VIAM_VENV)
 	$(VIAM_VENV)/bin/pip install -q '$(VIAM_SDK)'
 	touch $@
