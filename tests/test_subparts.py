@@ -218,6 +218,14 @@ def test_sessions_and_watch_on_the_primary_show_the_part_and_its_link(rover: Rov
     assert result.returncode == 0, result.stderr
     (part,) = json.loads(result.stdout)["parts"]
     assert part["name"] == "arm" and part["state"] == "connected" and part["address"].endswith(str(rover.arm_port))
+    watched = subprocess.run([*RUN_CLI, "watch", "--once", "--address", f"127.0.0.1:{rover.port}"],
+                             capture_output=True, text=True, timeout=30, env=cli_env(), check=False)
+    assert watched.returncode == 0, watched.stderr
+    view = watched.stdout.splitlines()
+    header = next(i for i, line in enumerate(view) if line.split()[:3] == ["PART", "ADDRESS", "LINK"])
+    arm = next(line.split() for line in view[header + 1:] if line.startswith("arm "))
+    assert arm[1].endswith(str(rover.arm_port)) and arm[2] == "connected", view
+    assert any(line.startswith("arm:shoulder") for line in view), "the part's resources are not in the view"
     client.close()
 
 

@@ -15,7 +15,8 @@ NAME = "watch"
 HELP = "a live view: sessions, resources, expiries, as they happen"
 DESCRIPTION = """A live view of the daemon, fed by its event stream (SafetyService/WatchEvents): sessions as they
 start, heartbeat, expire and close, resources as they move and stop. It survives a daemon restart (it says so and
-reconnects) and exits on Ctrl-C. When stdout is not a terminal it prints one line per event."""
+reconnects) and exits on Ctrl-C. When stdout is not a terminal it prints one line per event; with --once it prints
+the whole view once and exits."""
 
 CLEAR = "\x1b[H\x1b[2J"
 EVENTS_SHOWN = 12
@@ -23,6 +24,8 @@ EVENTS_SHOWN = 12
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lines", action="store_true", help="one line per event even on a terminal")
+    parser.add_argument("--once", action="store_true",
+                        help="print the view once, as the daemon's first snapshot has it, and exit (for scripts)")
 
 
 def screen(address: str, status: Status | None, recent: collections.deque[Event], link: str) -> str:
@@ -54,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
                     link = "connected again"
                 if event.status is not None:
                     status = event.status
+                if args.once and event.kind == "snapshot":
+                    print(screen(rover.address, status, recent, link))
+                    break
                 if event.kind != "snapshot":
                     recent.append(event)
                     if not live:
