@@ -77,9 +77,15 @@ class Part:
             return failed
 
     def stop_all(self) -> concurrent.futures.Future[Message]:
-        """Ask the part to stop everything (StopAll) without waiting; the call gives up after STOP_ANSWER."""
-        return self.forward_future(STOP_ALL, robot_pb2.StopAllRequest(), robot_pb2.StopAllResponse,
-                                   timeout=STOP_ANSWER)
+        """Ask the part to stop everything (StopAll) without waiting; the call gives up after STOP_ANSWER. It never
+        raises (a failure is the future's), so nothing about a part keeps the primary from stopping its own pins."""
+        try:
+            return self.forward_future(STOP_ALL, robot_pb2.StopAllRequest(), robot_pb2.StopAllResponse,
+                                       timeout=STOP_ANSWER)
+        except Exception as exc:
+            failed: concurrent.futures.Future[Message] = concurrent.futures.Future()
+            failed.set_exception(exc)
+            return failed
 
     def close(self) -> None:
         """End the primary's session on the part (it stops what the primary drove there at once), and the link."""
