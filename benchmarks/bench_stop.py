@@ -397,7 +397,10 @@ def _policy(tid: int | None) -> str:
 
 
 def _config_text(window: float) -> str:
-    lines = ["network:", '  bind_address: "127.0.0.1:0"', "  sessions:",
+    # Phase 2 measures how many heartbeats the daemon can answer, so its clients (one host) may send more than a
+    # client's call rate (network.limits.calls_per_second_per_owner) allows.
+    lines = ["network:", '  bind_address: "127.0.0.1:0"', "  limits: {calls_per_second_per_owner: 1000000}",
+             "  sessions:",
              f"    heartbeat_window: {round(window * 1000)}ms", "gpio:", "  pin_factory: mock", "components:"]
     for k in range(MOTORS):
         lines += [f"  - name: m{k:02d}", "    type: motor", "    model: gpio",

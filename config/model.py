@@ -78,12 +78,18 @@ class ClientLimits:
     connections_per_peer: int = 16  # connections of one host with calls in flight at once
     max_connections: int = 512
     calls_in_flight_per_owner: int = 64
+    calls_per_second_per_owner: int = 500  # plus what its live sessions' heartbeats need (twice over)
     log_lines_per_second: int = 20
 
     @property
     def session_start_burst(self) -> int:
         """The token bucket's size: twice the rate."""
         return 2 * self.session_starts_per_second
+
+    @property
+    def call_burst(self) -> int:
+        """Calls an owner may save up: a second's worth."""
+        return self.calls_per_second_per_owner
 
 
 @dataclass(frozen=True)

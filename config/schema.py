@@ -88,6 +88,8 @@ def _limits(net: Section) -> ClientLimits:
         max_connections=max_connections,
         calls_in_flight_per_owner=limits.get("calls_in_flight_per_owner", integer(1, 65535),
                                              d.calls_in_flight_per_owner),
+        calls_per_second_per_owner=limits.get("calls_per_second_per_owner", integer(1, 1_000_000),
+                                              d.calls_per_second_per_owner),
         log_lines_per_second=limits.get("log_lines_per_second", integer(1, 10_000), d.log_lines_per_second),
     )
     limits.finish()

@@ -15,7 +15,9 @@ def summary_lines(config: Config) -> list[str]:
         f"network.tls: {_tls(config)}",
         "network.limits: " + ", ".join(
             f"{name} {value}" + (f" (burst {config.limits.session_start_burst})"
-                                 if name == "session_starts_per_second" else "")
+                                 if name == "session_starts_per_second" else
+                                 f" (burst {config.limits.call_burst}, plus 10 per window per live session)"
+                                 if name == "calls_per_second_per_owner" else "")
             for name, value in vars(config.limits).items()
         ),
         f"network.web.bind_address: {config.web_bind_address or 'off'}",

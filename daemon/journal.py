@@ -39,6 +39,7 @@ MESSAGE_IDS = {
     "part_lost": "2adef990c57f4b09bd72eb21e3029b51",
     "part_back": "acf7c0c293bb41ccbc763f2562ef7a40",
     "dropped": "d90840cb888c425080846f8b80c99566",
+    "over_share": "2c17bffaeeda42f8b90303a71e39e3fa",
 }
 # Never summarised, whatever the churn: the evidence of what was stopped, and of stops that failed.
 ALWAYS_LOGGED = frozenset({"stop_failed", "forced_off", "unmonitored", "backend_lost", "ended"})
@@ -238,6 +239,12 @@ def auth_failed(peer: str, entity: str, reason: str, *, limited: bool) -> None:
         log.warning("authentication failed from %s for key id %s: %s", peer, entity, reason,
                     extra={"MESSAGE_ID": MESSAGE_IDS["auth_failed"], "PEER": peer, "AUTH_ENTITY": entity,
                            "AUTH_LIMITED": "1" if limited else "0"})
+
+
+def over_share(owner: str, peer: str, reason: str) -> None:
+    """A client refused for taking more than its share of calls or connections (the caller says it once a while)."""
+    log.warning("%s (at %s) is over its share, its calls are refused after a hold: %s", owner, peer, reason,
+                extra={"MESSAGE_ID": MESSAGE_IDS["over_share"], "PEER": peer, "OWNER": owner})
 
 
 def event(kind: str, level: int, message: str, **fields: Any) -> None:

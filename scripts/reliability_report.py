@@ -59,10 +59,16 @@ Each was first a strict xfail; each fix turned its row green (the rows above are
    per-owner limit (`calls_in_flight_per_owner`, 64) counts calls inside the handler, but gRPC accepted
    16 streams x 64 connections = 1,024 calls from one host, and grpc.aio queues every one of them on the serving
    loop before the front door sees it. A live heartbeat waited behind ~1,000 flood calls: ~300 ms, past its
-   200 ms deadline. *Fixed* by bounding what one host can queue: `STREAMS_PER_CONNECTION` 4
-   (`daemon/wire/__init__.py`) and at most `connections_per_peer` (16) connections of one host with calls in
-   flight (`daemon/wire/gate.py`), so one host can have 64 calls queued. The client library heartbeats on a
-   connection of its own, so its own long calls never hold its heartbeats behind the 4 streams.
+   200 ms deadline. *First fix*: `STREAMS_PER_CONNECTION` 4 (`daemon/wire/__init__.py`) and at most
+   `connections_per_peer` (16) connections of one host with calls in flight (`daemon/wire/gate.py`). That held
+   here (live round trips p99 ~100 ms) but not on CI's slower machine (65 false expiries; p99 195 ms): a flood call
+   is answered in microseconds, so its connection is never "busy" and all 64 counted, 256 calls queued at once;
+   and a refusal costs the loop as much as an answer, so refusing at once would not have helped. *Fixed* by a
+   call rate per client (`calls_per_second_per_owner`, 500/s plus 10 per window for each of its live sessions;
+   stops never count) whose refusals are held 0.5-1.5 s before `RESOURCE_EXHAUSTED`, as are those of a host over
+   its connections: a flooder's stream then costs the loop one refusal a second. Live round trips under the same
+   flood: p99 7 ms here, 50 ms with the whole test on one core. The client library heartbeats on a connection
+   of its own, so its own long calls never hold its heartbeats behind the 4 streams.
 2. **A log that blocked stalled every RPC** (`log-blocked`): session events were logged on the serving loop, so a
    full stderr pipe blocked it. *Fixed*: every log record goes through a bounded queue
    (`logging.handlers.QueueHandler`) to a thread of its own (`QueueListener`, started with every signal blocked);

@@ -38,7 +38,8 @@ def full_config(pem: Path) -> str:
   insecure: false
   tls: {{cert_file: {pem}, key_file: {pem}, client_ca_file: {pem}}}
   limits: {{max_sessions: 100, sessions_per_owner: 10, session_starts_per_second: 5, connections_per_peer: 8,
-            max_connections: 50, calls_in_flight_per_owner: 4, log_lines_per_second: 2}}
+            max_connections: 50, calls_in_flight_per_owner: 4, calls_per_second_per_owner: 30,
+            log_lines_per_second: 2}}
   web: {{bind_address: "127.0.0.1:8081"}}
   metrics: {{}}
 auth:
@@ -79,13 +80,14 @@ def test_defaults_of_the_new_settings() -> None:
     limits = config.limits
     assert (limits.max_sessions, limits.sessions_per_owner, limits.session_starts_per_second,
             limits.session_start_burst, limits.connections_per_peer, limits.max_connections,
-            limits.calls_in_flight_per_owner, limits.log_lines_per_second) == (1024, 256, 100, 200, 16, 512, 64, 20)
+            limits.calls_in_flight_per_owner, limits.calls_per_second_per_owner, limits.call_burst,
+            limits.log_lines_per_second) == (1024, 256, 100, 200, 16, 512, 64, 500, 500, 20)
 
 
 def test_every_new_setting_is_read(pem: Path) -> None:
     config = parse(full_config(pem), "rover.yaml")
     assert config.tls == TlsFiles(str(pem), str(pem), str(pem))
-    assert config.limits == ClientLimits(100, 10, 5, 8, 50, 4, 2)
+    assert config.limits == ClientLimits(100, 10, 5, 8, 50, 4, 30, 2)
     assert (config.web_bind_address, config.metrics_bind_address) == ("127.0.0.1:8081", "127.0.0.1:9464")
     assert config.api_keys == (ApiKey("laptop", HASH), ApiKey("phone", "cd" * 32))  # the hash is lowercased
     assert (config.token_ttl, config.public_stop, config.lgpio_chip) == (5400.0, True, 4)

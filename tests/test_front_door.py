@@ -20,6 +20,7 @@ from rover_safety.api import (
     robot_pb2,
     robot_pb2_grpc,
 )
+from rover_safety.daemon import journal
 from rover_safety.daemon.app import Daemon
 from rover_safety.daemon.errors import StartupError
 
@@ -225,6 +226,45 @@ def test_a_burst_of_a_hundred_starts_from_one_host_passes(make_daemon: DaemonFac
         for _ in range(100):
             robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5)
     assert len(daemon.sessions.all()) == 100
+
+
+def test_a_client_over_its_call_rate_is_refused_after_a_hold_while_stops_still_pass(make_daemon: DaemonFactory) -> None:
+    limits = "  limits: {calls_per_second_per_owner: 5}\n"
+    daemon = make_daemon(example_config(heartbeat_window="1m").replace("network:\n", "network:\n" + limits))
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        robot = robot_pb2_grpc.RobotServiceStub(channel)
+        for _ in range(5):  # the burst: a second's worth
+            robot.ResourceNames(robot_pb2.ResourceNamesRequest(), timeout=5)
+        started = time.monotonic()
+        with captured(logging.INFO) as records:  # three at once, beyond the burst
+            calls = [robot.ResourceNames.future(robot_pb2.ResourceNamesRequest(), timeout=5) for _ in range(3)]
+            answers = [code_of(call.result) for call in calls]
+        held = time.monotonic() - started
+        for status, details in answers:
+            assert status == grpc.StatusCode.RESOURCE_EXHAUSTED, answers
+            assert "too many calls from 127.0.0.1 (limit 5/s" in details
+        assert held >= 0.45, f"refused after {held:.3f} s: a refusal must be held (at least half a second)"
+        told = [r for r in records.records if field(r, "MESSAGE_ID") == journal.MESSAGE_IDS["over_share"]]
+        assert len(told) == 1 and field(told[0], "OWNER") == "127.0.0.1", "the journal hears of it once a minute"
+        # an e-stop is never counted: twenty in a row pass at once, over the rate
+        started = time.monotonic()
+        for _ in range(20):
+            robot.StopAll(robot_pb2.StopAllRequest(), timeout=5)
+        assert time.monotonic() - started < 2.0
+
+
+def test_live_sessions_raise_their_owners_call_budget(make_daemon: DaemonFactory) -> None:
+    """At 5 calls/s, a client with one session at a 200 ms window may send 5 + 10 / 0.2 = 55 calls a second: its
+    heartbeats (one every 40 ms) fit with room to spare."""
+    limits = "  limits: {calls_per_second_per_owner: 5}\n"
+    daemon = make_daemon(example_config(heartbeat_window="200ms").replace("network:\n", "network:\n" + limits))
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        robot = robot_pb2_grpc.RobotServiceStub(channel)
+        sid = robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5).id
+        for _ in range(50):  # 2 s of heartbeats at window/5: 25 a second, refused none
+            robot.SendSessionHeartbeat(robot_pb2.SendSessionHeartbeatRequest(id=sid), timeout=5)
+            time.sleep(0.04)
+        assert [s.id for s in daemon.sessions.all()] == [sid]
 
 
 def test_calls_in_flight_per_client_are_bounded(make_daemon: DaemonFactory) -> None:

@@ -207,7 +207,7 @@ def test_stop_all(daemon: Daemon, client: Client) -> None:
 
 def test_session_limit_is_resource_exhausted(make_daemon: DaemonFactory) -> None:
     # one host may take the whole table only if the per-client limits say so (tests/test_client_limits.py)
-    limits = "  limits: {sessions_per_owner: 1024, session_starts_per_second: 5000}\n"
+    limits = "  limits: {sessions_per_owner: 1024, session_starts_per_second: 5000, calls_per_second_per_owner: 5000}\n"
     daemon = make_daemon(example_config(heartbeat_window="1m").replace("network:\n", "network:\n" + limits, 1))
     client = Client(daemon.port)
     for _ in range(1024):

@@ -3,7 +3,9 @@ it may call this method, and how much of the daemon it may take.
 
 A gRPC server interceptor that wraps each method's behaviour, so that it runs inside the call's task with the
 call's context at hand (the peer and the TLS identity are known only there), before the servicer. A call beyond a
-client's share is refused at once with RESOURCE_EXHAUSTED rather than queued behind other clients' calls.
+client's share is refused with RESOURCE_EXHAUSTED rather than queued behind other clients' calls; one beyond its
+share of calls or connections is refused only after a hold, so that refusing a flood cannot become the load that
+answering it would have been.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import collections
 import contextlib
 import hmac
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from rover_safety.config import ClientLimits
 
+from .. import journal
 from ..auth import Authenticator
 from ..errors import AuthFailed
 from ..limits import Buckets
@@ -46,6 +50,15 @@ STOP_METHODS = frozenset({
     "/viam.component.base.v1.BaseService/Stop",
 })
 HOSTS_REMEMBERED = 4096  # client hosts whose connections are tracked at once
+# Each live session adds to its owner's call budget twice what its heartbeats need (one every window/5).
+CALLS_PER_SESSION_WINDOW = 10
+# A call beyond its client's share of calls or connections is answered RESOURCE_EXHAUSTED after this long, not at
+# once: a refusal costs the serving loop as much as an answer, so a flood answered at once would take the loop
+# from everyone else's heartbeats. Held, each of the flooder's streams costs one refusal a second. A held call
+# costs memory, not time, and no more calls can be held than gRPC admits streams (max_connections x
+# STREAMS_PER_CONNECTION). Each hold is drawn from REFUSAL_HOLD +- half, so that streams held together are not
+# all answered (and resent) together.
+REFUSAL_HOLD = 1.0
 
 
 @dataclass
@@ -57,7 +70,12 @@ class Policy:
     public_stop: bool = False
     client_certificates: bool = False  # mutual TLS: a verified client certificate is an identity too
     proxy_secret: str | None = None  # the daemon's own web page forwards its clients' addresses with this
+    sessions_of: Callable[[str], int] = lambda owner: 0  # an owner's live sessions, for its call budget
+    heartbeat_window: float = 2.0  # seconds: with sessions_of, what an owner's heartbeats need
 
+
+Refusal = tuple[grpc.StatusCode, str]  # how a call is refused: its status code and details
+INVALID, UNAUTHENTICATED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED
 
 PROXY_SECRET_KEY = "x-rover-safety-proxy"  # metadata: the proxy secret, from the daemon's own web page only
 PROXY_PEER_KEY = "x-rover-safety-peer"  # metadata: the address of the page's client (e.g. ipv4:10.0.0.7:51000)
@@ -115,6 +133,8 @@ class FrontDoor(Interceptor):
         self._connections = _Connections()
         limits = policy.limits
         self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
+        self.calls = Buckets(limits.calls_per_second_per_owner, limits.call_burst)
+        self._told = Buckets(1 / 60, 1)  # journal lines about clients over their share: one a minute each
         # Told of every call once it is answered: its method, status code and seconds since it arrived (metrics).
         self.observer: Callable[[str, grpc.StatusCode, float], None] | None = None
 
@@ -123,6 +143,7 @@ class FrontDoor(Interceptor):
         self.policy = policy
         limits = policy.limits
         self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
+        self.calls = Buckets(limits.calls_per_second_per_owner, limits.call_burst)
 
     async def intercept_service(
         self,
@@ -157,25 +178,49 @@ class FrontDoor(Interceptor):
         host = peer_host(peer)
         limits = self.policy.limits
         if forwarded is None and not self._connections.admit(connection, host, limits.connections_per_peer):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many busy connections from {host} (limit {limits.connections_per_peer}); "
-                                "reuse one channel")
+            await self._refuse(context, host, f"too many busy connections from {host} (limit "
+                                              f"{limits.connections_per_peer}); reuse one channel")
         try:
-            entity = await self._identify(context, method, host)
+            entity, refusal = self._identify(context, method)
             caller = Caller(peer, host, entity, arrived)
-            if self._in_flight[caller.owner] >= limits.calls_in_flight_per_owner:
+            owner = caller.owner
+            if method not in STOP_METHODS and not self.calls.take(owner, self._call_cost(owner)):
+                await self._refuse(context, owner, f"too many calls from {owner} (limit "
+                                                   f"{limits.calls_per_second_per_owner}/s, plus "
+                                                   f"{CALLS_PER_SESSION_WINDOW} per heartbeat window for each of "
+                                                   "its live sessions); slow down")
+            if refusal is not None:
+                await context.abort(*refusal)
+            if self._in_flight[owner] >= limits.calls_in_flight_per_owner:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"too many calls in flight from {caller.owner} (limit "
+                                    f"too many calls in flight from {owner} (limit "
                                     f"{limits.calls_in_flight_per_owner}); wait for answers before sending more")
-            if method == START_SESSION and not self.session_starts.take(caller.owner):
+            if method == START_SESSION and not self.session_starts.take(owner):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"too many sessions started by {caller.owner} (limit "
+                                    f"too many sessions started by {owner} (limit "
                                     f"{limits.session_starts_per_second}/s); reuse or resume a session")
         except BaseException:
             if forwarded is None:
                 self._connections.release(connection, host)
             raise
         return caller, None if forwarded is not None else connection
+
+    def _call_cost(self, owner: str) -> float:
+        """What one call takes from its owner's bucket: less, the more live sessions the owner has to keep."""
+        policy = self.policy
+        base = policy.limits.calls_per_second_per_owner
+        sessions = policy.sessions_of(owner)
+        if not sessions:
+            return 1.0
+        return base / (base + sessions * CALLS_PER_SESSION_WINDOW / policy.heartbeat_window)
+
+    async def _refuse(self, context: Context, owner: str, details: str) -> None:
+        """Answer a call beyond its client's share RESOURCE_EXHAUSTED, after REFUSAL_HOLD (see there); the journal
+        hears of it once a minute per client at most."""
+        if self._told.take(owner):
+            journal.over_share(owner, context.peer(), details)
+        await asyncio.sleep(REFUSAL_HOLD * random.uniform(0.5, 1.5))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
 
     def _forwarded(self, context: Context) -> str | None:
         """The page's client's address, when the call comes from the daemon's own web page (it knows the secret),
@@ -189,34 +234,30 @@ class FrontDoor(Interceptor):
             return peer[:120]
         return None
 
-    async def _identify(self, context: Context, method: str, host: str) -> str | None:
-        """The caller's identity: the key id of its bearer token, else its client certificate's name, else None."""
+    def _identify(self, context: Context, method: str) -> tuple[str | None, Refusal | None]:
+        """The caller's identity (the key id of its bearer token, else its client certificate's name, else None),
+        and why it is refused if its credentials are bad or missing (None: it may call this method)."""
         policy = self.policy
         tokens = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
         if method == AUTHENTICATE:
-            if tokens:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "already authenticated; cannot re-authenticate")
-            return None
+            return None, (INVALID, "already authenticated; cannot re-authenticate") if tokens else None
         entity: str | None = None
         if tokens:
             scheme, _, token = str(tokens[0]).partition(" ")
             if len(tokens) > 1 or scheme.lower() != "bearer" or not token:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                    "malformed authorization metadata (expected one 'Bearer <token>')")
+                return None, (UNAUTHENTICATED, "malformed authorization metadata (expected one 'Bearer <token>')")
             try:
                 entity = policy.auth.verify(token.strip())
             except AuthFailed as exc:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                return None, (UNAUTHENTICATED, str(exc))
         elif policy.client_certificates:
             names = list(context.auth_context().get("x509_common_name") or ())
             if names:
                 entity = "cert:" + bytes(names[0]).decode(errors="replace")
         if entity is None and policy.auth.enabled and not (policy.public_stop and method in STOP_METHODS):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "authentication required: call proto.rpc.v1.AuthService/Authenticate with an API "
-                                "key, then send 'authorization: Bearer <token>'")
-        return entity
+            return None, (UNAUTHENTICATED, "authentication required: call proto.rpc.v1.AuthService/Authenticate "
+                                           "with an API key, then send 'authorization: Bearer <token>'")
+        return entity, None
 
     @contextlib.asynccontextmanager
     async def _call(self, context: Context, method: str, arrived: float) -> AsyncIterator[None]:
