@@ -16,7 +16,7 @@ def summary_lines(config: Config) -> list[str]:
         "network.limits: " + ", ".join(
             f"{name} {value}" + (f" (burst {config.limits.session_start_burst})"
                                  if name == "session_starts_per_second" else
-                                 f" (burst {config.limits.call_burst}, plus 10 per window per live session)"
+                                 f" (burst {config.limits.call_burst}; sessions' heartbeats and stops not counted)"
                                  if name == "calls_per_second_per_owner" else "")
             for name, value in vars(config.limits).items()
         ),

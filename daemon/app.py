@@ -109,7 +109,7 @@ class Daemon:
     def _policy(self, config: Config) -> wire.Policy:
         return wire.Policy(self.auth, config.limits, config.public_stop,
                            client_certificates=config.tls is not None and config.tls.client_ca_file is not None,
-                           proxy_secret=self.proxy_secret, sessions_of=self.sessions.count_of,
+                           proxy_secret=self.proxy_secret, owns=self.sessions.owns,
                            heartbeat_window=config.heartbeat_window)
 
     def _loop_hooks(self) -> LoopHooks:

@@ -17,6 +17,10 @@ class Buckets:
         self._clock = clock
         self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
 
+    def retune(self, rate: float, burst: float) -> None:
+        """A new rate and burst (a reload), keeping what each key has spent: a reload refills no bucket."""
+        self.rate, self.burst = rate, burst
+
     def take(self, key: str, cost: float = 1.0) -> bool:
         """Spend `cost` tokens of `key`'s bucket; False (and nothing spent) if it has not that many."""
         now = self._clock()

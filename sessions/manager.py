@@ -110,9 +110,11 @@ class SessionManager:
         with self._lock:
             return [s for s in self._sessions.values() if s.live_at(now)]
 
-    def count_of(self, owner: str) -> int:
-        """How many live sessions `owner` has (read without the lock: a moment's snapshot, for budgets)."""
-        return self._per_owner.get(owner, 0)
+    def owns(self, owner: str, session_id: str) -> bool:
+        """Whether `session_id` is a live session of `owner` (read without the lock: a moment's snapshot, for the
+        front door's budgets; find_by_id decides)."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.owner == owner and session.live_at(self._clock())
 
     def find_by_id(self, session_id: str, owner_id: str = "", *, heard_at: float | None = None) -> Session:
         """Find a live session of this owner and count it as a heartbeat; raise SessionExpired otherwise.

@@ -253,17 +253,23 @@ def test_a_client_over_its_call_rate_is_refused_after_a_hold_while_stops_still_p
         assert time.monotonic() - started < 2.0
 
 
-def test_live_sessions_raise_their_owners_call_budget(make_daemon: DaemonFactory) -> None:
-    """At 5 calls/s, a client with one session at a 200 ms window may send 5 + 10 / 0.2 = 55 calls a second: its
-    heartbeats (one every 40 ms) fit with room to spare."""
+def test_a_live_sessions_heartbeats_pass_while_its_owner_is_over_its_call_rate(make_daemon: DaemonFactory) -> None:
+    """At 5 calls/s, a client that has spent its calls (made-up heartbeats, a flood) is refused, but the heartbeats of
+    its own live session (one every 40 ms at a 200 ms window: 5 per window, within 10) are never counted."""
     limits = "  limits: {calls_per_second_per_owner: 5}\n"
     daemon = make_daemon(example_config(heartbeat_window="200ms").replace("network:\n", "network:\n" + limits))
-    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
-        robot = robot_pb2_grpc.RobotServiceStub(channel)
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel, \
+            grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as flood_channel:
+        robot, flood = robot_pb2_grpc.RobotServiceStub(channel), robot_pb2_grpc.RobotServiceStub(flood_channel)
         sid = robot.StartSession(robot_pb2.StartSessionRequest(), timeout=5).id
-        for _ in range(50):  # 2 s of heartbeats at window/5: 25 a second, refused none
+        made_up = robot_pb2.SendSessionHeartbeatRequest(id="00000000-0000-0000-0000-000000000000")
+        for _ in range(4):  # the rest of the burst, on made-up ids: counted (INVALID_ARGUMENT)
+            code_of(lambda: flood.SendSessionHeartbeat(made_up, timeout=5))
+        refused = [flood.SendSessionHeartbeat.future(made_up, timeout=5) for _ in range(3)]
+        for _ in range(50):  # 2 s of its own heartbeats while the made-up ones are refused
             robot.SendSessionHeartbeat(robot_pb2.SendSessionHeartbeatRequest(id=sid), timeout=5)
             time.sleep(0.04)
+        assert [code_of(call.result)[0] for call in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
         assert [s.id for s in daemon.sessions.all()] == [sid]
 
 

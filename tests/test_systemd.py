@@ -550,6 +550,7 @@ DAEMON_EVENTS = {
     "part_lost": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES", "ENDED_SESSIONS"},
     "part_back": {"MESSAGE_ID", "PART", "PART_ADDRESS", "RESOURCES"},
     "dropped": {"MESSAGE_ID", "DROPPED"},
+    "over_share": {"MESSAGE_ID", "PEER", "OWNER"},
 }
 
 

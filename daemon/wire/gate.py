@@ -43,6 +43,7 @@ log = logging.getLogger("rover-safety")
 
 AUTHENTICATE = "/proto.rpc.v1.AuthService/Authenticate"
 START_SESSION = "/viam.robot.v1.RobotService/StartSession"
+HEARTBEAT = "/viam.robot.v1.RobotService/SendSessionHeartbeat"
 # What anyone in reach may call with `auth.public_stop: true`: an e-stop.
 STOP_METHODS = frozenset({
     "/viam.robot.v1.RobotService/StopAll",
@@ -50,8 +51,9 @@ STOP_METHODS = frozenset({
     "/viam.component.base.v1.BaseService/Stop",
 })
 HOSTS_REMEMBERED = 4096  # client hosts whose connections are tracked at once
-# Each live session adds to its owner's call budget twice what its heartbeats need (one every window/5).
-CALLS_PER_SESSION_WINDOW = 10
+# A live session's heartbeats are not counted against its owner's call rate up to twice what its clients send
+# (one every window/5): 10 per window, in bursts of as many.
+HEARTBEATS_PER_WINDOW = 10
 # A call beyond its client's share of calls or connections is answered RESOURCE_EXHAUSTED after this long, not at
 # once: a refusal costs the serving loop as much as an answer, so a flood answered at once would take the loop
 # from everyone else's heartbeats. Held, each of the flooder's streams costs one refusal a second. A held call
@@ -70,8 +72,8 @@ class Policy:
     public_stop: bool = False
     client_certificates: bool = False  # mutual TLS: a verified client certificate is an identity too
     proxy_secret: str | None = None  # the daemon's own web page forwards its clients' addresses with this
-    sessions_of: Callable[[str], int] = lambda owner: 0  # an owner's live sessions, for its call budget
-    heartbeat_window: float = 2.0  # seconds: with sessions_of, what an owner's heartbeats need
+    owns: Callable[[str, str], bool] = lambda owner, session_id: False  # a live session of this owner?
+    heartbeat_window: float = 2.0  # seconds: how often a session's heartbeats may come uncounted
 
 
 Refusal = tuple[grpc.StatusCode, str]  # how a call is refused: its status code and details
@@ -134,16 +136,18 @@ class FrontDoor(Interceptor):
         limits = policy.limits
         self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
         self.calls = Buckets(limits.calls_per_second_per_owner, limits.call_burst)
+        self.heartbeats = Buckets(HEARTBEATS_PER_WINDOW / policy.heartbeat_window, HEARTBEATS_PER_WINDOW)
         self._told = Buckets(1 / 60, 1)  # journal lines about clients over their share: one a minute each
         # Told of every call once it is answered: its method, status code and seconds since it arrived (metrics).
         self.observer: Callable[[str, grpc.StatusCode, float], None] | None = None
 
     def apply(self, policy: Policy) -> None:
-        """A reload's new policy: new keys and limits apply to the next call."""
+        """A reload's new policy: new keys and limits apply to the next call (what clients spent stays spent)."""
         self.policy = policy
         limits = policy.limits
-        self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
-        self.calls = Buckets(limits.calls_per_second_per_owner, limits.call_burst)
+        self.session_starts.retune(limits.session_starts_per_second, limits.session_start_burst)
+        self.calls.retune(limits.calls_per_second_per_owner, limits.call_burst)
+        self.heartbeats.retune(HEARTBEATS_PER_WINDOW / policy.heartbeat_window, HEARTBEATS_PER_WINDOW)
 
     async def intercept_service(
         self,
@@ -169,26 +173,34 @@ class FrontDoor(Interceptor):
             )
         return handler  # the daemon serves no client-streaming methods
 
-    async def _admit(self, context: Context, method: str, arrived: float) -> tuple[Caller, str | None]:
-        """The caller, once it may make this call, and the connection it counts against (None: the daemon's own
-        page); otherwise the call is aborted with the reason."""
+    async def _admit(self, context: Context, method: str, arrived: float,
+                     heartbeat: str | None) -> tuple[Caller, str | None]:
+        """The caller, once it may make this call, and the connection it counts against (None: not counted, as the
+        daemon's own page and e-stops are not); otherwise the call is aborted with the reason. `heartbeat`: the
+        session id of a SendSessionHeartbeat."""
         forwarded = self._forwarded(context)  # the daemon's own page: its few connections carry many browsers
         connection = context.peer()
         peer = forwarded or connection
         host = peer_host(peer)
         limits = self.policy.limits
-        if forwarded is None and not self._connections.admit(connection, host, limits.connections_per_peer):
-            await self._refuse(context, host, f"too many busy connections from {host} (limit "
-                                              f"{limits.connections_per_peer}); reuse one channel")
+        entity, refusal = self._identify(context, method)
+        caller = Caller(peer, host, entity, arrived)
+        owner = caller.owner
+        # What a client may always do, whatever else it sends: stop things, and keep its live sessions alive (up to
+        # twice their heartbeat rate). Neither counts against its connections or its call rate.
+        if refusal is None and (method in STOP_METHODS or (heartbeat is not None
+                                                            and self._heartbeat_allowed(owner, heartbeat))):
+            return caller, None
+        counted = forwarded is None
+        if counted and not self._connections.admit(connection, host, limits.connections_per_peer):
+            await self._refuse(context, owner, peer, f"too many busy connections from {host} (limit "
+                                                     f"{limits.connections_per_peer}); reuse one channel")
         try:
-            entity, refusal = self._identify(context, method)
-            caller = Caller(peer, host, entity, arrived)
-            owner = caller.owner
-            if method not in STOP_METHODS and not self.calls.take(owner, self._call_cost(owner)):
-                await self._refuse(context, owner, f"too many calls from {owner} (limit "
-                                                   f"{limits.calls_per_second_per_owner}/s, plus "
-                                                   f"{CALLS_PER_SESSION_WINDOW} per heartbeat window for each of "
-                                                   "its live sessions); slow down")
+            if not self.calls.take(owner):
+                await self._refuse(context, owner, peer, f"too many calls from {owner} (limit "
+                                                         f"{limits.calls_per_second_per_owner}/s, not counting its "
+                                                         "sessions' heartbeats and stops); slow down",
+                                   hold=counted)
             if refusal is not None:
                 await context.abort(*refusal)
             if self._in_flight[owner] >= limits.calls_in_flight_per_owner:
@@ -200,26 +212,23 @@ class FrontDoor(Interceptor):
                                     f"too many sessions started by {owner} (limit "
                                     f"{limits.session_starts_per_second}/s); reuse or resume a session")
         except BaseException:
-            if forwarded is None:
+            if counted:
                 self._connections.release(connection, host)
             raise
-        return caller, None if forwarded is not None else connection
+        return caller, connection if counted else None
 
-    def _call_cost(self, owner: str) -> float:
-        """What one call takes from its owner's bucket: less, the more live sessions the owner has to keep."""
-        policy = self.policy
-        base = policy.limits.calls_per_second_per_owner
-        sessions = policy.sessions_of(owner)
-        if not sessions:
-            return 1.0
-        return base / (base + sessions * CALLS_PER_SESSION_WINDOW / policy.heartbeat_window)
+    def _heartbeat_allowed(self, owner: str, session_id: str) -> bool:
+        """A heartbeat of a live session of this owner, within twice the rate its clients send them."""
+        return self.policy.owns(owner, session_id) and self.heartbeats.take(session_id)
 
-    async def _refuse(self, context: Context, owner: str, details: str) -> None:
-        """Answer a call beyond its client's share RESOURCE_EXHAUSTED, after REFUSAL_HOLD (see there); the journal
-        hears of it once a minute per client at most."""
+    async def _refuse(self, context: Context, owner: str, peer: str, details: str, *, hold: bool = True) -> None:
+        """Answer a call beyond its client's share RESOURCE_EXHAUSTED, after REFUSAL_HOLD unless `hold` is false
+        (the daemon's own page: its connection carries every browser's calls); the journal hears of it once a
+        minute per client at most."""
         if self._told.take(owner):
-            journal.over_share(owner, context.peer(), details)
-        await asyncio.sleep(REFUSAL_HOLD * random.uniform(0.5, 1.5))
+            journal.over_share(owner, peer, details)
+        if hold:
+            await asyncio.sleep(REFUSAL_HOLD * random.uniform(0.5, 1.5))
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
 
     def _forwarded(self, context: Context) -> str | None:
@@ -260,14 +269,15 @@ class FrontDoor(Interceptor):
         return entity, None
 
     @contextlib.asynccontextmanager
-    async def _call(self, context: Context, method: str, arrived: float) -> AsyncIterator[None]:
+    async def _call(self, context: Context, method: str, arrived: float,
+                    heartbeat: str | None = None) -> AsyncIterator[None]:
         """One call through the door: admitted (or aborted), counted while it runs, observed once it ends."""
         outcome = Outcome()
         # Nothing below touches `context` once the call may be over (a stream the client left is closed by the
         # loop after its call is gone, and using its context then is a use-after-free in grpc's Cython layer).
         live: Context | None = context
         try:
-            caller, connection = await self._admit(context, method, arrived)
+            caller, connection = await self._admit(context, method, arrived, heartbeat)
             self._in_flight[caller.owner] += 1
             set_caller(caller)
             try:
@@ -283,7 +293,8 @@ class FrontDoor(Interceptor):
 
     def _wrap_unary(self, behaviour: Callable[..., Any], method: str, arrived: float) -> Callable[..., Any]:
         async def unary(request: Any, context: Context) -> Any:
-            async with self._call(context, method, arrived):
+            heartbeat = request.id if method == HEARTBEAT else None
+            async with self._call(context, method, arrived, heartbeat):
                 return await behaviour(request, context)
 
         return unary
