@@ -66,9 +66,9 @@ Each was first a strict xfail; each fix turned its row green (the rows above are
    and a refusal costs the loop as much as an answer, so refusing at once would not have helped. *Fixed* by a
    call rate per client (`calls_per_second_per_owner`, 500/s; never counted: stops, and heartbeats of one's own
    live sessions up to 10 per window each) whose refusals are held 0.5-1.5 s before `RESOURCE_EXHAUSTED`, as
-   are those of a host over its connections: a flooder's stream then costs the loop one refusal a second. Live round trips under the same
-   flood: p99 3-7 ms here, 45 ms with the whole test on one core. The client library heartbeats on a connection
-   of its own, so its own long calls never hold its heartbeats behind the 4 streams.
+   are those of a host over its connections: a flooder's stream then costs the loop one refusal a second. Live
+   round trips under the same flood: p99 3-7 ms here, 45 ms with the whole test on one core. The client library
+   heartbeats on a connection of its own, so its own long calls never hold its heartbeats behind the 4 streams.
 2. **A log that blocked stalled every RPC** (`log-blocked`): session events were logged on the serving loop, so a
    full stderr pipe blocked it. *Fixed*: every log record goes through a bounded queue
    (`logging.handlers.QueueHandler`) to a thread of its own (`QueueListener`, started with every signal blocked);
