@@ -65,7 +65,7 @@ Each was first a strict xfail; each fix turned its row green (the rows above are
    is answered in microseconds, so its connection is never "busy" and all 64 counted, 256 calls queued at once;
    and a refusal costs the loop as much as an answer, so refusing at once would not have helped. *Fixed* by a
    call rate per client (`calls_per_second_per_owner`, 500/s; never counted: stops, and heartbeats of one's own
-   live sessions up to 10 per window each) whose refusals are held 0.5-1.5 s before `RESOURCE_EXHAUSTED`, as
+   live sessions up to 10 per window or 50/s each) whose refusals are held 0.5-1.5 s before `RESOURCE_EXHAUSTED`, as
    are those of a host over its connections: a flooder's stream then costs the loop one refusal a second. Live
    round trips under the same flood: p99 3-7 ms here, 45 ms with the whole test on one core. The client library
    heartbeats on a connection of its own, so its own long calls never hold its heartbeats behind the 4 streams.

@@ -22,7 +22,9 @@ from rover_safety.api import (
 )
 from rover_safety.daemon import journal
 from rover_safety.daemon.app import Daemon
+from rover_safety.daemon.auth import Authenticator
 from rover_safety.daemon.errors import StartupError
+from rover_safety.daemon.wire import FrontDoor, Policy
 
 from tests.support.daemons import DaemonFactory, duty, example_config
 from tests.support.grpc_client import code_of
@@ -271,6 +273,15 @@ def test_a_live_sessions_heartbeats_pass_while_its_owner_is_over_its_call_rate(m
             time.sleep(0.04)
         assert [code_of(call.result)[0] for call in refused] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
         assert [s.id for s in daemon.sessions.all()] == [sid]
+
+
+def test_the_uncounted_heartbeats_follow_the_shortest_window_and_never_fall_below_fifty_a_second() -> None:
+    """A client told 100 ms at StartSession keeps heartbeating every 20 ms after a reload to 5 s: still uncounted."""
+    door = FrontDoor(Policy(Authenticator([]), heartbeat_window=0.1))
+    assert door.heartbeats.rate == 100
+    door.apply(Policy(Authenticator([]), heartbeat_window=5.0))
+    assert door.heartbeats.rate == 100
+    assert FrontDoor(Policy(Authenticator([]), heartbeat_window=5.0)).heartbeats.rate == 50
 
 
 def test_calls_in_flight_per_client_are_bounded(make_daemon: DaemonFactory) -> None:

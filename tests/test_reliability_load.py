@@ -320,11 +320,11 @@ def test_a_heartbeat_flood_at_2s_expires_nobody_and_the_flooder_stops_on_time(re
     finding.check(late is not None, "the flooder's motor never stopped")
     finding.check(late is not None and late <= 0.25, f"the flooder's motor stopped {late} s after kill + window")
     finding.check(r["alive"], "the daemon died under the flood")
-    # Early (negative) means the flooder's own session lapsed before the kill: no heartbeat of it was heard in
-    # the last window (past its session's allowance, its heartbeats count against its share like any call).
+    # Negative: the flooder's last heartbeat that was heard (not refused as over its share) came that long before
+    # the kill, and the window ran from it.
     own = (f"flooder's motor off {1000 * (late or 0):.1f} ms after kill + 2 s" if (late or 0) >= 0 else
-           f"flooder's motor off {-1000 * (late or 0):.1f} ms before kill + 2 s (its session lapsed first: "
-           "none of its heartbeats was heard in its last window)")
+           f"flooder's motor off {-1000 * (late or 0):.1f} ms before kill + 2 s (its last heartbeat heard came "
+           "that long before the kill)")
     finding.finish(
         1, f"{live_outcome(summary)}; {own}",
         f"{live_figure(summary)}; flooder: off - (kill + 2 s) {1000 * (late or 0):.1f} ms",

@@ -52,8 +52,12 @@ STOP_METHODS = frozenset({
 })
 HOSTS_REMEMBERED = 4096  # client hosts whose connections are tracked at once
 # A live session's heartbeats are not counted against its owner's call rate up to twice what its clients send
-# (one every window/5): 10 per window, in bursts of as many.
+# (one every window/5): 10 per window, in bursts of as many, and never fewer than 50 a second (twice what a client
+# sends at a 200 ms window, so one that heartbeats on a fixed short interval whatever the window is never held).
+# The window is the shortest the daemon has had since it started: a client told a window at StartSession keeps
+# heartbeating at its rate after a reload lengthens it.
 HEARTBEATS_PER_WINDOW = 10
+HEARTBEATS_PER_SECOND_AT_LEAST = 50.0
 # A call beyond its client's share of calls or connections is answered RESOURCE_EXHAUSTED after this long, not at
 # once: a refusal costs the serving loop as much as an answer, so a flood answered at once would take the loop
 # from everyone else's heartbeats. Held, each of the flooder's streams costs one refusal a second. A held call
@@ -136,7 +140,8 @@ class FrontDoor(Interceptor):
         limits = policy.limits
         self.session_starts = Buckets(limits.session_starts_per_second, limits.session_start_burst)
         self.calls = Buckets(limits.calls_per_second_per_owner, limits.call_burst)
-        self.heartbeats = Buckets(HEARTBEATS_PER_WINDOW / policy.heartbeat_window, HEARTBEATS_PER_WINDOW)
+        self._shortest_window = policy.heartbeat_window
+        self.heartbeats = Buckets(self._heartbeat_rate(), HEARTBEATS_PER_WINDOW)
         self._told = Buckets(1 / 60, 1)  # journal lines about clients over their share: one a minute each
         # Told of every call once it is answered: its method, status code and seconds since it arrived (metrics).
         self.observer: Callable[[str, grpc.StatusCode, float], None] | None = None
@@ -147,7 +152,12 @@ class FrontDoor(Interceptor):
         limits = policy.limits
         self.session_starts.retune(limits.session_starts_per_second, limits.session_start_burst)
         self.calls.retune(limits.calls_per_second_per_owner, limits.call_burst)
-        self.heartbeats.retune(HEARTBEATS_PER_WINDOW / policy.heartbeat_window, HEARTBEATS_PER_WINDOW)
+        self._shortest_window = min(self._shortest_window, policy.heartbeat_window)
+        self.heartbeats.retune(self._heartbeat_rate(), HEARTBEATS_PER_WINDOW)
+
+    def _heartbeat_rate(self) -> float:
+        """A live session's heartbeats a second that never count against its owner's call rate."""
+        return max(HEARTBEATS_PER_WINDOW / self._shortest_window, HEARTBEATS_PER_SECOND_AT_LEAST)
 
     async def intercept_service(
         self,
