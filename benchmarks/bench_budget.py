@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -165,6 +166,16 @@ def _source_of(command: list[str]) -> Json:
 # The closed-loop phase measures how many heartbeats the daemon can answer, so its client (one host) may send more
 # than a client's call rate allows; a daemon older than that limit does not know the key, and has no such limit.
 UNLIMITED_CALLS = "  limits: {calls_per_second_per_owner: 1000000}"
+
+
+@functools.cache
+def _knows_call_rate(command: tuple[str, ...]) -> bool:
+    """Whether this daemon takes UNLIMITED_CALLS (asked once per daemon, of its own check-config)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "probe.yaml"
+        config.write_text(UNLIMITED_CALLS.join(["network:\n", "\n"]))
+        return subprocess.run([*command, "check-config", "--config", str(config)], capture_output=True,
+                              timeout=60, check=False).returncode == 0
 
 
 def _config_text(window: float, port: int, unlimited: bool = True) -> str:
@@ -330,10 +341,7 @@ def run_budget(opts: Options, label: str, command: list[str], budget: cg.Budget,
         procs.close()
 
         config = tmp / "bench.yaml"
-        config.write_text(_config_text(opts.window, emulator.port))
-        if subprocess.run([*command, "check-config", "--config", str(config)], capture_output=True, timeout=60,
-                          check=False).returncode != 0:
-            config.write_text(_config_text(opts.window, emulator.port, unlimited=False))
+        config.write_text(_config_text(opts.window, emulator.port, unlimited=_knows_call_rate(tuple(command))))
         safe = "".join(ch if ch.isalnum() else "_" for ch in f"{label}-{budget.label}")
         daemon = dm.DaemonProcess(command, config, group, opts.cpu, logs / f"{safe}.log", opts.watchdog_usec,
                                   opts.nice)

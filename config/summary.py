@@ -6,6 +6,11 @@ from .model import Config, RemoteConfig, format_duration
 
 
 def summary_lines(config: Config) -> list[str]:
+    limits = config.limits
+    limit_notes = {  # what a bare number would not say
+        "session_starts_per_second": f" (burst {limits.session_start_burst})",
+        "calls_per_second_per_owner": f" (burst {limits.call_burst}; sessions' heartbeats and stops not counted)",
+    }
     lines = [
         f"config: {config.source}",
         f"network.bind_address: {config.bind_address}",
@@ -14,11 +19,7 @@ def summary_lines(config: Config) -> list[str]:
         f"network.insecure: {_bool(config.insecure)}",
         f"network.tls: {_tls(config)}",
         "network.limits: " + ", ".join(
-            f"{name} {value}" + (f" (burst {config.limits.session_start_burst})"
-                                 if name == "session_starts_per_second" else
-                                 f" (burst {config.limits.call_burst}; sessions' heartbeats and stops not counted)"
-                                 if name == "calls_per_second_per_owner" else "")
-            for name, value in vars(config.limits).items()
+            f"{name} {value}{limit_notes.get(name, '')}" for name, value in vars(limits).items()
         ),
         f"network.web.bind_address: {config.web_bind_address or 'off'}",
         f"network.metrics.bind_address: {config.metrics_bind_address or 'off'}",

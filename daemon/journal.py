@@ -242,7 +242,7 @@ def auth_failed(peer: str, entity: str, reason: str, *, limited: bool) -> None:
 
 
 def over_share(owner: str, peer: str, reason: str) -> None:
-    """A client refused for taking more than its share of calls or connections (the caller says it once a while)."""
+    """A client refused for taking more than its share of calls or connections (the front door: once a minute)."""
     log.warning("%s (at %s) is over its share, its calls are refused after a hold: %s", owner, peer, reason,
                 extra={"MESSAGE_ID": MESSAGE_IDS["over_share"], "PEER": peer, "OWNER": owner})
 
